@@ -1,0 +1,110 @@
+"""The `/imagine` slash command: validate, answer at once with a placeholder, hand the job on."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.delivery import NO_MENTIONS, Placeholder
+from bot.jobs.progress import Stage
+from bot.jobs.runner import Job, JobRunner
+from bot.params import (
+    ASPECT_RATIOS,
+    DEFAULT_GUIDANCE,
+    GUIDANCE_MAX,
+    GUIDANCE_MIN,
+    NUM_IMAGES_MAX,
+    PROMPT_MAX_LENGTH,
+    SAFETY_TOLERANCES,
+    SEED_MAX,
+    InvalidOptionError,
+    validate,
+)
+
+log = logging.getLogger(__name__)
+
+_RATIO_NAMES = {
+    "21:9": "21:9 ultrawide",
+    "16:9": "16:9 widescreen",
+    "4:3": "4:3 landscape",
+    "3:2": "3:2 photo",
+    "1:1": "1:1 square",
+    "2:3": "2:3 portrait",
+    "3:4": "3:4 portrait",
+    "9:16": "9:16 phone",
+    "9:21": "9:21 tall",
+}
+_TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4", "5": "5 (most permissive)"}
+
+
+class ImagineCog(commands.Cog):
+    def __init__(self, runner: JobRunner, *, rng: random.Random | None = None) -> None:
+        self._runner = runner
+        self._rng = rng or random.SystemRandom()
+
+    @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
+    @app_commands.describe(
+        prompt="What to draw: subject, style, lighting, composition",
+        aspect_ratio="Shape of the image (default 1:1 square)",
+        num_images=f"How many images to make, 1 to {NUM_IMAGES_MAX} (default 1)",
+        seed="Same seed + same prompt = same image. Leave empty or -1 for a random seed",
+        guidance_scale=f"How closely to follow the prompt, {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g} "
+        f"(default {DEFAULT_GUIDANCE:g})",
+        safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
+    )
+    @app_commands.choices(
+        aspect_ratio=[app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS],
+        safety_tolerance=[app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES],
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX_LENGTH],
+        aspect_ratio: str | None = None,
+        num_images: app_commands.Range[int, 1, NUM_IMAGES_MAX] | None = None,
+        seed: app_commands.Range[int, -1, SEED_MAX] | None = None,
+        guidance_scale: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
+        safety_tolerance: str | None = None,
+    ) -> None:
+        try:
+            params = validate(
+                prompt=prompt,
+                aspect_ratio=aspect_ratio,
+                num_images=num_images,
+                seed=seed,
+                guidance_scale=guidance_scale,
+                safety_tolerance=safety_tolerance,
+                rng=self._rng,
+            )
+        except InvalidOptionError as error:
+            await interaction.response.send_message(
+                f"⚠️ {error} Nothing was sent to the image service.",
+                ephemeral=True,
+                allowed_mentions=NO_MENTIONS,
+            )
+            return
+        response = await interaction.response.send_message(
+            embed=render.placeholder_embed(params, Stage.QUEUED), allowed_mentions=NO_MENTIONS
+        )
+        target = Placeholder(interaction, message_id=response.message_id)
+        self._runner.start(Job(params=params, target=target, file_limit=interaction.filesize_limit))
+
+
+async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    """A member-facing answer for errors before or inside a command; never a silent failure."""
+    if isinstance(error, app_commands.TransformerError):
+        message = "⚠️ One of the options has a value I can't use. Pick it from the list Discord offers."
+    elif isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+        message = "⚠️ This command is out of date. Wait a minute for Discord to update it, then try again."
+    else:
+        log.error("command failed", exc_info=error)
+        message = "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."
+    if interaction.response.is_done():
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)

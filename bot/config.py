@@ -1,0 +1,92 @@
+"""Settings: one pydantic-settings class read from the environment and `.env`, built once in `main()`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Every setting the bot reads. Names are a contract: `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    discord_token: SecretStr = Field(min_length=1)
+    wavespeed_api_key: SecretStr = Field(min_length=1)
+
+    wavespeed_base_url: str = "https://api.wavespeed.ai"
+    wavespeed_model: str = "wavespeed-ai/flux-kontext-pro/text-to-image"
+
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+
+    database_url: str = "sqlite:///data/bot.db"
+    discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+
+    job_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    log_level: LogLevel = "INFO"
+
+    @field_validator("wavespeed_base_url", "discord_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only SQLite is supported: use sqlite:///path/to/file.db")
+        return value
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def database_path(self) -> str:
+        return self.database_url.removeprefix("sqlite:///")
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never appear in a log line, a message or an exception."""
+        return (self.discord_token.get_secret_value(), self.wavespeed_api_key.get_secret_value())
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names the setting and never repeats its value."""
+
+
+def describe_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        reason = "is required" if item["type"] == "missing" else f"is invalid: {item['msg']}"
+        lines.append(f"  {name} {reason}")
+    return "Configuration error (set these in the environment or in .env):\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error)) from None

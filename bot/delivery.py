@@ -1,0 +1,96 @@
+"""The placeholder message a job edits, and how its result reaches the channel.
+
+While the interaction token lives (15 minutes) the placeholder is edited through it. After that,
+or when Discord says the token is dead, the placeholder is edited with the bot token and the
+result is posted as a new channel message that mentions only the requester. The dead token is
+never retried: 401s count toward Discord's invalid-request ban.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import discord
+
+from bot.jobs.outputs import PreparedOutputs
+from bot.render import discord_files
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+# Unknown Webhook, Invalid Webhook Token: the interaction token is gone.
+DEAD_TOKEN_CODES = frozenset({10015, 50027})
+# Stop using the token a little before it expires, so an upload does not die half way.
+TOKEN_MARGIN = timedelta(seconds=30)
+
+
+def token_is_dead(error: discord.HTTPException) -> bool:
+    return error.code in DEAD_TOKEN_CODES
+
+
+class Placeholder:
+    def __init__(self, interaction: discord.Interaction, *, message_id: int | None) -> None:
+        self._interaction = interaction
+        self._client = interaction.client
+        self.message_id = message_id
+        self.channel_id = interaction.channel_id
+        self.requester_id = interaction.user.id
+        self._token_dead = False
+
+    @property
+    def token_alive(self) -> bool:
+        if self._token_dead:
+            return False
+        return discord.utils.utcnow() < self._interaction.expires_at - TOKEN_MARGIN
+
+    def _by_bot_token(self) -> discord.PartialMessage | None:
+        if self.channel_id is None or self.message_id is None:
+            return None
+        return self._client.get_partial_messageable(self.channel_id).get_partial_message(self.message_id)
+
+    async def edit(self, embed: discord.Embed) -> None:
+        """Show a progress or failure embed on the placeholder."""
+        if self.token_alive:
+            try:
+                await self._interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+                return
+            except discord.HTTPException as error:
+                if not token_is_dead(error):
+                    raise
+                self._token_dead = True
+        message = self._by_bot_token()
+        if message is not None:
+            await message.edit(embed=embed, allowed_mentions=NO_MENTIONS)
+
+    async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None:
+        """Post the result. The placeholder becomes the result (returns None) or, when the token is
+        dead, a new channel message carries it (returned, so the caller can point to it)."""
+        if self.token_alive:
+            try:
+                await self._interaction.edit_original_response(
+                    embed=embed, attachments=discord_files(outputs.files), allowed_mentions=NO_MENTIONS
+                )
+                return None
+            except discord.HTTPException as error:
+                if not token_is_dead(error):
+                    raise
+                self._token_dead = True
+        if self.channel_id is None:
+            raise RuntimeError("the interaction token expired and the channel is unknown")
+        log.info("interaction token expired; delivering as a new message in channel %s", self.channel_id)
+        channel = self._client.get_partial_messageable(self.channel_id)
+        reference = (
+            discord.MessageReference(message_id=self.message_id, channel_id=self.channel_id, fail_if_not_exists=False)
+            if self.message_id
+            else None
+        )
+        return await channel.send(
+            content=f"<@{self.requester_id}>",
+            embed=embed,
+            files=discord_files(outputs.files),
+            allowed_mentions=discord.AllowedMentions(
+                everyone=False, roles=False, replied_user=False, users=[discord.Object(self.requester_id)]
+            ),
+            reference=reference,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,73 @@
+"""Placeholder progress: coalesced edits, at most one per `min_interval`, never blocking the poller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class Stage(enum.Enum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+
+
+def stage_for_status(status: str) -> Stage:
+    return Stage.PROCESSING if status == "processing" else Stage.SUBMITTED
+
+
+class ProgressReporter:
+    """Shows the latest stage on the placeholder.
+
+    `update()` returns at once; a background task makes the edit, waiting out the rest of
+    `min_interval` since the previous one and skipping stages that were overtaken meanwhile.
+    `close()` stops it before the final edit: a pending edit is dropped, one in flight is awaited,
+    so a stale progress edit can never land after the result.
+    """
+
+    def __init__(self, show: Callable[[Stage], Awaitable[None]], *, min_interval: float = 1.5) -> None:
+        self._show = show
+        self._min_interval = min_interval
+        self._latest: Stage | None = None
+        self._shown: Stage | None = Stage.QUEUED  # the initial response already says "Queued"
+        self._last_edit = float("-inf")
+        self._worker: asyncio.Task[None] | None = None
+        self._editing = False
+        self._closed = False
+
+    def update(self, stage: Stage) -> None:
+        if self._closed:
+            return
+        self._latest = stage
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name="placeholder-progress")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._latest is not None and self._latest != self._shown:
+            await asyncio.sleep(max(0.0, self._last_edit + self._min_interval - loop.time()))
+            stage = self._latest
+            self._editing = True
+            try:
+                await self._show(stage)
+            except Exception as error:  # a failed progress edit must not fail the job
+                log.warning("progress edit failed: %s", error)
+            finally:
+                self._editing = False
+                self._last_edit = loop.time()
+            self._shown = stage
+
+    async def close(self) -> None:
+        self._closed = True
+        worker = self._worker
+        if worker is None or worker.done():
+            return
+        if not self._editing:
+            worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker

@@ -1,0 +1,84 @@
+"""Entry point: build the settings and the shared resources once, run the bot, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import aiohttp
+import discord
+import yarl
+
+from bot.app import ImagineBot
+from bot.config import ConfigError, Settings, load_settings
+from bot.jobs.runner import JobRunner
+from bot.logs import setup_logging
+from bot.store import Store
+from bot.wavespeed.client import WaveSpeedClient
+
+log = logging.getLogger(__name__)
+
+
+def point_discord_at(settings: Settings) -> None:
+    """Send every REST call (interaction webhooks included) and the gateway to the configured URLs."""
+    discord.http.Route.BASE = settings.discord_api_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (SIGTERM/SIGINT in production) or the Discord connection ends."""
+    stop = stop or asyncio.Event()
+    point_discord_at(settings)
+    connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        await Store.open(settings.database_path) as store,
+    ):
+        wavespeed = WaveSpeedClient(session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url)
+        runner = JobRunner(wavespeed, model=settings.wavespeed_model, timeout=settings.job_timeout_seconds)
+        bot = ImagineBot(store=store, runner=runner, guild_ids=settings.discord_guild_ids)
+        async with bot:
+            bot_task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
+            stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+            try:
+                await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_task.cancel()
+                log.info("shutting down: %d job(s) in flight", runner.active)
+                await runner.close()
+                await bot.close()
+                if bot_task.done() and not bot_task.cancelled():
+                    bot_task.result()  # re-raise a login or connection failure
+                else:
+                    bot_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await bot_task
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(settings, stop=stop)
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(settings.log_level, settings.secrets())
+    try:
+        asyncio.run(_serve_until_signalled(settings))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN. Copy the bot token again from the Developer Portal.")
+        raise SystemExit(1) from None
+    except discord.PrivilegedIntentsRequired:
+        log.error("Discord refused the gateway intents this bot asked for.")
+        raise SystemExit(1) from None
+    log.info("stopped")

@@ -1,0 +1,135 @@
+"""Pure functions that build what the bot shows: embeds and files. No I/O, easy to unit test."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+
+import discord
+
+from bot.jobs.outputs import OutputFile, PreparedOutputs
+from bot.jobs.progress import Stage
+from bot.params import ImagineParams
+from bot.wavespeed.errors import WaveSpeedError
+from bot.wavespeed.models import Prediction
+
+MODEL_NAME = "FLUX.1 Kontext [pro]"
+BRAND = discord.Colour(0x7C5CFF)
+DONE = discord.Colour(0x2ECC71)
+FAILED = discord.Colour(0xE74C3C)
+PROMPT_SHOWN = 1500
+
+_STAGE_TEXT = {
+    Stage.QUEUED: "⏳ **Queued** · waiting to start",
+    Stage.SUBMITTED: "📨 **Submitted** to WaveSpeed",
+    Stage.PROCESSING: "🎨 **Generating**",
+}
+
+
+def quote_prompt(prompt: str, limit: int = PROMPT_SHOWN) -> str:
+    shown = discord.utils.escape_markdown(prompt)
+    if len(shown) > limit:
+        shown = shown[: limit - 1].rstrip() + "…"
+    return "> " + shown.replace("\n", "\n> ")
+
+
+def _options_line(params: ImagineParams) -> str:
+    images = f"{params.num_images} image{'s' if params.num_images > 1 else ''}"
+    return (
+        f"`{params.aspect_ratio}` · {images} · seed `{params.seed}` · "
+        f"guidance `{params.guidance_scale:g}` · safety `{params.safety_tolerance}`"
+    )
+
+
+def placeholder_embed(params: ImagineParams, stage: Stage, *, since: datetime | None = None) -> discord.Embed:
+    status = _STAGE_TEXT[stage]
+    if since is not None and stage is not Stage.QUEUED:
+        # A relative timestamp ticks in every client without the bot editing the message.
+        status += f" · started {discord.utils.format_dt(since, 'R')}"
+    embed = discord.Embed(title="Imagining…", description=quote_prompt(params.prompt), colour=BRAND)
+    embed.add_field(name="Options", value=_options_line(params), inline=False)
+    embed.add_field(name="Status", value=status, inline=False)
+    embed.set_footer(text=MODEL_NAME)
+    return embed
+
+
+def _flag_note(outputs: PreparedOutputs) -> str | None:
+    flagged, total = outputs.flagged_count, len(outputs.flags)
+    if not flagged:
+        return None
+    which = "The image was" if total == 1 else f"{flagged} of {total} images were"
+    return f"🙈 {which} flagged as possibly sensitive and {'is' if flagged == 1 else 'are'} behind a spoiler."
+
+
+def _size_notes(outputs: PreparedOutputs) -> list[str]:
+    notes = []
+    if outputs.reencoded:
+        numbers = ", ".join(f"#{n}" for n in outputs.reencoded)
+        notes.append(f"📦 Re-encoded as JPEG to fit Discord's upload limit: {numbers}.")
+    for link in outputs.links:
+        target = f"[image #{link.index + 1}]({link.url})"
+        if link.spoiler:
+            target = f"||{target}||"
+        notes.append(f"🔗 Too large to upload here, open {target} (the link expires, so save it).")
+    return notes
+
+
+def result_embed(params: ImagineParams, prediction: Prediction, outputs: PreparedOutputs) -> discord.Embed:
+    embed = discord.Embed(title="✨ Imagined", description=quote_prompt(params.prompt), colour=DONE)
+    embed.add_field(name="Options", value=_options_line(params), inline=False)
+    timing = f"{prediction.inference_ms / 1000:.1f} s" if prediction.inference_ms else "n/a"
+    embed.add_field(name="Inference", value=timing, inline=True)
+    embed.add_field(name="Prediction", value=f"`{prediction.id}`", inline=True)
+    notes = [note for note in (_flag_note(outputs), *_size_notes(outputs)) if note]
+    if notes:
+        embed.add_field(name="Notes", value="\n".join(notes)[:1024], inline=False)
+    embed.set_footer(text=MODEL_NAME)
+    return embed
+
+
+def failure_embed(params: ImagineParams, error: BaseException, *, prediction_id: str | None = None) -> discord.Embed:
+    embed = discord.Embed(title="Couldn't make your image", description=quote_prompt(params.prompt, 500), colour=FAILED)
+    embed.add_field(name="What happened", value=explain(error)[:1024], inline=False)
+    prediction_id = prediction_id or getattr(error, "prediction_id", None)
+    if prediction_id:
+        embed.add_field(name="Prediction", value=f"`{prediction_id}`", inline=False)
+    embed.set_footer(text=MODEL_NAME)
+    return embed
+
+
+def explain(error: BaseException) -> str:
+    """What a member reads about a failure: what happened and what to do. Never the raw exception."""
+    if isinstance(error, WaveSpeedError):
+        message = error.user_message
+        if error.retryable and "again" not in message:
+            message += " Try again in a moment."
+        return message
+    if isinstance(error, discord.Forbidden):
+        return (
+            "I couldn't post the images in this channel: I'm missing a permission there. "
+            "Ask a moderator to let the bot Send Messages, Embed Links and Attach Files here."
+        )
+    return "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."
+
+
+def delivered_elsewhere_embed(params: ImagineParams, jump_url: str) -> discord.Embed:
+    embed = discord.Embed(title="✨ Imagined", description=quote_prompt(params.prompt, 500), colour=DONE)
+    embed.add_field(name="Status", value=f"Finished. The images are in [a new message]({jump_url}).")
+    return embed
+
+
+def interrupted_embed(params: ImagineParams, *, prediction_id: str | None) -> discord.Embed:
+    embed = discord.Embed(title="Interrupted", description=quote_prompt(params.prompt, 500), colour=FAILED)
+    embed.add_field(
+        name="What happened",
+        value="The bot was shutting down before this image was delivered. Run /imagine again.",
+        inline=False,
+    )
+    if prediction_id:
+        embed.add_field(name="Prediction", value=f"`{prediction_id}`", inline=False)
+    return embed
+
+
+def discord_files(files: list[OutputFile]) -> list[discord.File]:
+    """Fresh `discord.File` objects (they are consumed by an upload, so build them per attempt)."""
+    return [discord.File(io.BytesIO(f.data), filename=f.filename, spoiler=f.spoiler) for f in files]

@@ -1,0 +1,260 @@
+"""Async WaveSpeed v3 client on one injected aiohttp session.
+
+Billing safety: a submit is retried only when the API provably did not take it (a 429, or a
+connection that failed before the request was sent). A timeout or a 5xx after sending may mean the
+task exists and is billed, so those are never retried. Result polls are free and are retried with
+exponential backoff and jitter, honouring Retry-After, until the job's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr, ValidationError
+
+from bot.images import sniff_image_type
+from bot.wavespeed.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    InvalidRequestError,
+    JobTimeoutError,
+    MalformedResponseError,
+    OutputError,
+    PredictionFailedError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerError,
+    WaveSpeedError,
+)
+from bot.wavespeed.models import Envelope, Prediction
+
+log = logging.getLogger(__name__)
+
+OnUpdate = Callable[[Prediction], Awaitable[None]]
+# Poll failures worth waiting out: the prediction is still running on WaveSpeed's side.
+TRANSIENT = (RateLimitedError, ServerError, ConnectionFailedError, MalformedResponseError)
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    data: bytes
+    extension: str
+
+
+class OutputTooLargeError(OutputError):
+    def __init__(self, message: str, *, url: str, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.url = url
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class WaveSpeedClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        api_key: SecretStr,
+        base_url: str,
+        request_timeout: float = 30.0,
+        poll_interval: float = 0.5,
+        max_backoff: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._request_timeout = request_timeout
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._rng = rng or random.Random()
+        self.calls = {"submit": 0, "result": 0, "download": 0}
+
+    # -- one request ------------------------------------------------------------------------------
+    async def _request(self, method: str, path: str, *, payload: Any = None, seconds: float) -> Any:
+        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        client_timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
+        try:
+            async with self._session.request(
+                method, self._base_url + path, json=payload, headers=headers, timeout=client_timeout
+            ) as response:
+                status, body = response.status, await response.read()
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
+            raise ConnectionFailedError(
+                f"could not connect to WaveSpeed ({type(error).__name__})", sent=False
+            ) from None
+        except TimeoutError:
+            raise RequestTimeoutError(f"WaveSpeed did not answer within {seconds:.0f} s", sent=True) from None
+        except aiohttp.ClientError as error:
+            raise ConnectionFailedError(f"connection to WaveSpeed broke ({type(error).__name__})", sent=True) from None
+        return self._unwrap(status, body, retry_after)
+
+    def _unwrap(self, status: int, body: bytes, retry_after: float | None) -> Any:
+        envelope: Envelope | None = None
+        try:
+            envelope = Envelope.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            if status == 200:
+                raise MalformedResponseError("WaveSpeed sent a body that is not its JSON envelope") from None
+        code = status if status != 200 or envelope is None else envelope.code
+        detail = (envelope.message if envelope else "")[:200] or f"HTTP {status}"
+        if code in (401, 403):
+            raise AuthenticationError(f"WaveSpeed refused the API key ({code}: {detail})")
+        if code == 429:
+            raise RateLimitedError(f"WaveSpeed rate limit ({detail})", retry_after=retry_after)
+        if code >= 500:
+            raise ServerError(f"WaveSpeed server error ({code}: {detail})", status=code)
+        if code != 200:
+            raise InvalidRequestError(f"WaveSpeed refused the request ({code}: {detail})")
+        assert envelope is not None
+        return envelope.data
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after + self._rng.uniform(0, 0.25)
+        return float(min(self._max_backoff, 0.5 * 2**attempt) * self._rng.uniform(0.5, 1.0))
+
+    # -- the API ----------------------------------------------------------------------------------
+    async def submit(self, model: str, payload: Mapping[str, Any], *, deadline: float) -> str:
+        """POST the task; return its prediction id. Raises a WaveSpeedError."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self.calls["submit"] += 1
+            try:
+                data = await self._request(
+                    "POST", f"/api/v3/{model}", payload=dict(payload), seconds=self._request_timeout
+                )
+                return self._prediction(data).id
+            except RateLimitedError as error:  # the API did not take it
+                delay = self._backoff(attempt, error.retry_after)
+                if loop.time() + delay > deadline:
+                    raise
+            except ConnectionFailedError as error:
+                if error.sent:  # it may have arrived: never send it twice
+                    raise
+                delay = self._backoff(attempt, None)
+                if loop.time() + delay > deadline:
+                    raise
+            attempt += 1
+            log.info("submit not accepted, retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def result(self, prediction_id: str) -> Prediction:
+        """One GET of the prediction's current state."""
+        self.calls["result"] += 1
+        data = await self._request("GET", f"/api/v3/predictions/{prediction_id}/result", seconds=self._request_timeout)
+        prediction = self._prediction(data)
+        if prediction.id != prediction_id:
+            raise MalformedResponseError("WaveSpeed answered about a different prediction", prediction_id=prediction_id)
+        return prediction
+
+    async def wait(self, prediction_id: str, *, deadline: float, on_update: OnUpdate | None = None) -> Prediction:
+        """Poll until the prediction is final or the deadline passes; report each status change."""
+        loop = asyncio.get_running_loop()
+        last_status: str | None = None
+        failures = 0
+        delay = self._poll_interval
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise JobTimeoutError("the prediction did not finish before the deadline", prediction_id=prediction_id)
+            await asyncio.sleep(min(delay, remaining))
+            try:
+                prediction = await self.result(prediction_id)
+            except TRANSIENT as error:
+                retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+                delay = self._backoff(failures, retry_after)
+                failures += 1
+                log.warning("poll of %s failed (%s); next try in %.1f s", prediction_id, error, delay)
+                continue
+            except WaveSpeedError as error:
+                error.prediction_id = prediction_id
+                raise
+            failures, delay = 0, self._poll_interval
+            if prediction.status != last_status:
+                last_status = prediction.status
+                if on_update is not None:
+                    await on_update(prediction)
+            if prediction.is_completed:
+                if not prediction.output_urls:
+                    raise OutputError("the prediction completed with no outputs", prediction_id=prediction_id)
+                return prediction
+            if prediction.is_failed:
+                raise PredictionFailedError(
+                    prediction.error or "no reason given",
+                    prediction_id=prediction_id,
+                    status=prediction.status,
+                    code=prediction.code,
+                )
+
+    async def download(self, url: str, *, max_bytes: int, attempts: int = 3) -> Download:
+        """Fetch one output (no API key: outputs live on a CDN), refusing more than `max_bytes`."""
+        for attempt in range(attempts):
+            self.calls["download"] += 1
+            try:
+                return await self._download_once(url, max_bytes)
+            except (ConnectionFailedError, ServerError) as error:
+                if attempt == attempts - 1:
+                    raise OutputError(f"could not download an output ({error})") from None
+                await asyncio.sleep(self._backoff(attempt, None))
+        raise AssertionError("unreachable")
+
+    async def _download_once(self, url: str, max_bytes: int) -> Download:
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout * 2, connect=10.0)
+        try:
+            async with self._session.get(url, timeout=timeout) as response:
+                if response.status >= 500:
+                    raise ServerError(f"output download failed (HTTP {response.status})", status=response.status)
+                if response.status != 200:
+                    raise OutputError(f"output download failed (HTTP {response.status})")
+                if (response.content_length or 0) > max_bytes:
+                    raise OutputTooLargeError("the output is larger than the download cap", url=url)
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise OutputTooLargeError("the output is larger than the download cap", url=url)
+                content_type = response.content_type
+        except TimeoutError:
+            raise ConnectionFailedError("output download timed out", sent=True) from None
+        except aiohttp.ClientError as error:
+            raise ConnectionFailedError(f"output download failed ({type(error).__name__})", sent=True) from None
+        extension = sniff_image_type(bytes(data[:16])) or _extension_from_content_type(content_type)
+        if extension is None:
+            raise OutputError(f"an output is not an image ({content_type})")
+        return Download(url=url, data=bytes(data), extension=extension)
+
+    @staticmethod
+    def _prediction(data: Any) -> Prediction:
+        try:
+            return Prediction.model_validate(data)
+        except ValidationError:
+            raise MalformedResponseError("WaveSpeed's answer has no valid prediction in it") from None
+
+
+def _extension_from_content_type(content_type: str) -> str | None:
+    return {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}.get(content_type)

@@ -1,0 +1,104 @@
+"""One exception tree for everything that can go wrong talking to WaveSpeed.
+
+No exception here carries a header, a URL with credentials or the API key: the messages are safe to
+log and to show. `user_message` is what a Discord member reads; `retryable` says whether trying the
+same request again later can help.
+"""
+
+from __future__ import annotations
+
+
+class WaveSpeedError(Exception):
+    """Base of every WaveSpeed failure."""
+
+    user_message = "The image service had a problem."
+    retryable = True
+
+    def __init__(self, message: str, *, prediction_id: str | None = None) -> None:
+        super().__init__(message)
+        self.prediction_id = prediction_id
+
+
+class AuthenticationError(WaveSpeedError):
+    """401 or 403: the key is wrong, not activated, or the account is suspended."""
+
+    user_message = "The bot's WaveSpeed API key was refused. The bot's host needs to check it."
+    retryable = False
+
+
+class RateLimitedError(WaveSpeedError):
+    """429: the account's rate or concurrency limit."""
+
+    user_message = "The image service is busy (rate limited). Try again in a minute."
+
+    def __init__(self, message: str, *, retry_after: float | None, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.retry_after = retry_after
+
+
+class ServerError(WaveSpeedError):
+    """A 5xx, or a 200 envelope whose `code` says the server failed."""
+
+    user_message = "The image service had an internal error. Try again in a moment."
+
+    def __init__(self, message: str, *, status: int, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.status = status
+
+
+class InvalidRequestError(WaveSpeedError):
+    """A 4xx other than auth and rate limits: the API refused the input."""
+
+    user_message = "The image service refused these options."
+    retryable = False
+
+
+class ConnectionFailedError(WaveSpeedError):
+    """The connection could not be made or broke. `sent` says whether the request may have arrived."""
+
+    user_message = "The bot could not reach the image service. Try again in a moment."
+
+    def __init__(self, message: str, *, sent: bool, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.sent = sent
+
+
+class RequestTimeoutError(ConnectionFailedError):
+    """No answer in time. The request was sent, so the API may have acted on it."""
+
+    user_message = "The image service did not answer in time."
+
+
+class MalformedResponseError(WaveSpeedError):
+    """The body was not the documented JSON envelope."""
+
+    user_message = "The image service sent an answer the bot could not read."
+
+
+class PredictionFailedError(WaveSpeedError):
+    """The prediction ended in `failed` (or `cancelled`, `timeout`, `deleted`)."""
+
+    def __init__(self, message: str, *, prediction_id: str, status: str, code: int | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.status = status
+        self.code = code
+        # Task codes 1xxx blame the input (1200 is content moderation); 5xxx are worth another try.
+        self.retryable = code is None or not 1000 <= code < 2000
+
+    @property
+    def user_message(self) -> str:  # type: ignore[override]
+        if self.code == 1200:
+            return "The image service's safety checker blocked this prompt. Try rewording it."
+        return f"The image service could not make this image ({self.status}): {self}"
+
+
+class JobTimeoutError(WaveSpeedError):
+    """The prediction did not finish before the job's deadline."""
+
+    user_message = "The image took too long and the bot stopped waiting."
+
+
+class OutputError(WaveSpeedError):
+    """A finished prediction whose outputs can't be used: none, too large, or not an image."""
+
+    user_message = "The image service finished but its images could not be fetched."
