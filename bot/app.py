@@ -35,7 +35,7 @@ class ImagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.runner))
-        self.tree.on_error = on_tree_error  # type: ignore[method-assign]
+        self.tree.error(on_tree_error)
         self.commands_synced = await sync_commands_if_changed(self.tree, self.store, self.guild_ids)
 
     async def on_ready(self) -> None:

@@ -85,12 +85,25 @@ class Placeholder:
             if self.message_id
             else None
         )
-        return await channel.send(
-            content=f"<@{self.requester_id}>",
+        mention_requester = discord.AllowedMentions(
+            everyone=False, roles=False, replied_user=False, users=[discord.Object(self.requester_id)]
+        )
+        try:
+            return await channel.send(
+                content=f"<@{self.requester_id}>",
+                embed=embed,
+                files=discord_files(outputs.files),
+                allowed_mentions=mention_requester,
+                reference=reference,  # type: ignore[arg-type]
+            )
+        except discord.Forbidden:
+            log.warning("missing permissions in channel %s; sending the result by DM", self.channel_id)
+        # Losing the images is worse than a DM: the requester gets them with the reason.
+        dm = await self._client.create_dm(discord.Object(self.requester_id))
+        return await dm.send(
+            content=f"I couldn't post in <#{self.channel_id}> (the bot is missing a permission there), "
+            "so here is your result.",
             embed=embed,
             files=discord_files(outputs.files),
-            allowed_mentions=discord.AllowedMentions(
-                everyone=False, roles=False, replied_user=False, users=[discord.Object(self.requester_id)]
-            ),
-            reference=reference,  # type: ignore[arg-type]
+            allowed_mentions=NO_MENTIONS,
         )

@@ -103,3 +103,18 @@ def test_shrink_to_fit_reencodes_under_the_limit():
     assert shrunk is not None and len(shrunk) <= 40_000 and sniff_image_type(shrunk) == "jpeg"
     assert shrink_to_fit(png, 10) is None
     assert shrink_to_fit(b"not an image", 10_000) is None
+
+
+def test_unreadable_optional_fields_do_not_fail_a_finished_job():
+    prediction = Prediction.model_validate(
+        {
+            "id": "p",
+            "status": "completed",
+            "outputs": ["a", "b"],
+            "has_nsfw_contents": {"not": "a list"},
+            "created_at": "yesterday",
+            "timings": "n/a",
+        }
+    )
+    assert prediction.nsfw_flags() == [True, True]  # unreadable flags count as flagged
+    assert prediction.created_at is None and prediction.inference_ms is None

@@ -15,7 +15,7 @@ from bot.jobs.outputs import DEFAULT_FILE_LIMIT, PreparedOutputs, prepare_output
 from bot.jobs.progress import ProgressReporter, Stage, stage_for_status
 from bot.params import ImagineParams
 from bot.wavespeed.client import WaveSpeedClient
-from bot.wavespeed.errors import ConnectionFailedError, WaveSpeedError
+from bot.wavespeed.errors import ConnectionFailedError, MalformedResponseError, WaveSpeedError
 from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ class JobRunner:
         try:
             try:
                 prediction_id = await self._client.submit(self._model, job.params.api_input(), deadline=deadline)
-            except ConnectionFailedError as error:
-                if error.sent:
+            except (ConnectionFailedError, MalformedResponseError) as error:
+                # Sent, but no readable answer: the task may exist and be billed.
+                if getattr(error, "sent", True):
                     raise UnconfirmedSubmitError(str(error)) from None
                 raise
             log.info("job submitted as prediction %s", prediction_id)

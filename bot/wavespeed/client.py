@@ -146,7 +146,7 @@ class WaveSpeedClient:
             self.calls["submit"] += 1
             try:
                 data = await self._request(
-                    "POST", f"/api/v3/{model}", payload=dict(payload), seconds=self._request_timeout
+                    "POST", f"/api/v3/{model}", payload=dict(payload), seconds=self._within(deadline)
                 )
                 return self._prediction(data).id
             except RateLimitedError as error:  # the API did not take it
@@ -163,10 +163,17 @@ class WaveSpeedClient:
             log.info("submit not accepted, retrying in %.1f s", delay)
             await asyncio.sleep(delay)
 
-    async def result(self, prediction_id: str) -> Prediction:
+    def _within(self, deadline: float | None) -> float:
+        """The request timeout, cut short so that no request outlives the job's deadline."""
+        if deadline is None:
+            return self._request_timeout
+        return max(0.1, min(self._request_timeout, deadline - asyncio.get_running_loop().time()))
+
+    async def result(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """One GET of the prediction's current state."""
         self.calls["result"] += 1
-        data = await self._request("GET", f"/api/v3/predictions/{prediction_id}/result", seconds=self._request_timeout)
+        path = f"/api/v3/predictions/{prediction_id}/result"
+        data = await self._request("GET", path, seconds=self._within(deadline))
         prediction = self._prediction(data)
         if prediction.id != prediction_id:
             raise MalformedResponseError("WaveSpeed answered about a different prediction", prediction_id=prediction_id)
@@ -184,7 +191,7 @@ class WaveSpeedClient:
                 raise JobTimeoutError("the prediction did not finish before the deadline", prediction_id=prediction_id)
             await asyncio.sleep(min(delay, remaining))
             try:
-                prediction = await self.result(prediction_id)
+                prediction = await self.result(prediction_id, deadline=deadline)
             except TRANSIENT as error:
                 retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
                 delay = self._backoff(failures, retry_after)

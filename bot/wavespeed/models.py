@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 PENDING_STATUSES = frozenset({"created", "processing"})
 SUCCESS_STATUS = "completed"
@@ -33,6 +33,16 @@ class Prediction(BaseModel):
     code: int | None = None
     timings: Timings | None = None
     created_at: datetime | None = None
+
+    @field_validator("model", "has_nsfw_contents", "error", "code", "timings", "created_at", mode="wrap")
+    @classmethod
+    def _optional_is_lenient(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """An unreadable optional field becomes None rather than failing a finished job. For
+        `has_nsfw_contents` None means "unknown", which counts as flagged."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
     @property
     def is_pending(self) -> bool:
