@@ -1,0 +1,353 @@
+"""A fake Discord on 127.0.0.1: the REST API the bot calls and a minimal gateway, for the real discord.py.
+
+Point discord.py at it with `discord.http.Route.BASE = fake.api_url` and
+`discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)`. Every REST request is
+recorded in `fake.requests` (path without `/api/v10`, parsed JSON or `payload_json`, uploaded files,
+answered status). The routes are one table, `FakeDiscord._routes`; the rules Discord enforces
+(auth, the 3-second acknowledgement window, 15-minute tokens, size and length limits, nonces,
+missing permissions, 429s) are applied the way Discord answers them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import discord
+from aiohttp import web
+
+from tests.fakes import discord_payloads as p
+from tests.fakes.discord_gateway import FakeGatewayMixin
+from tests.fakes.discord_messages import Call, InteractionState, MessagesMixin
+from tests.fakes.discord_payloads import ApiError
+from tests.fakes.recorder import Recorded, RequestLog
+
+DEFAULT_APPLICATION_ID = 1310000000000000001
+DEFAULT_BOT_USER_ID = 1310000000000000002
+DEFAULT_GUILD_ID = 111111111111111111
+DEFAULT_CHANNEL_ID = 1310000000000000100
+DEFAULT_USER_ID = 1310000000000000200
+ACK_WINDOW = 3.0  # seconds between INTERACTION_CREATE and the callback, as on Discord
+
+
+Handler = Callable[[Call], Awaitable[web.Response]]
+
+
+class FakeDiscord(MessagesMixin, FakeGatewayMixin):
+    """The fake server. `start()` it, point discord.py at `api_url`/`gateway_url`, `close()` it after."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-bot-token",
+        application_id: int = DEFAULT_APPLICATION_ID,
+        bot_user_id: int = DEFAULT_BOT_USER_ID,
+    ) -> None:
+        self.token, self.application_id, self.bot_user_id = token, application_id, bot_user_id
+        self.bot_name = "Imagine"
+        self.guild_id, self.channel_id, self.user_id = DEFAULT_GUILD_ID, DEFAULT_CHANNEL_ID, DEFAULT_USER_ID
+        self.requests = RequestLog()
+        self.commands: dict[int | None, list[dict[str, Any]]] = {}
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.forbidden_channels: set[int] = set()
+        self._interactions: dict[str, InteractionState] = {}  # by token
+        self._channel_posts: dict[int, list[int]] = {}
+        self._dm_channels: dict[int, dict[str, Any]] = {}  # by recipient id
+        self._blobs: dict[int, tuple[bytes, str]] = {}  # attachment id -> bytes, content type
+        self._rate_limits: list[tuple[str, str, float]] = []
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._init_gateway()
+        app_, guild_ = "/applications/{app}", "/applications/{app}/guilds/{guild}"
+        hook, msg = "/webhooks/{app}/{token}", "/channels/{channel}/messages/{message}"
+        table: list[tuple[str, str, Handler]] = [
+            ("GET", "/users/@me", self._get_me),
+            ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/gateway", self._get_gateway),
+            ("GET", "/gateway/bot", self._get_gateway),
+            ("PUT", app_ + "/commands", self._put_commands),
+            ("GET", app_ + "/commands", self._get_commands),
+            ("PUT", guild_ + "/commands", self._put_commands),
+            ("GET", guild_ + "/commands", self._get_commands),
+            ("POST", "/interactions/{id}/{token}/callback", self._callback),
+            ("POST", hook, self._followup),
+            ("GET", hook + "/messages/{message}", self._webhook_message),
+            ("PATCH", hook + "/messages/{message}", self._webhook_message),
+            ("DELETE", hook + "/messages/{message}", self._webhook_message),
+            ("POST", "/users/@me/channels", self._create_dm),
+            ("GET", "/channels/{channel}", self._get_channel),
+            ("POST", "/channels/{channel}/messages", self._post_channel_message),
+            ("GET", msg, self._channel_message),
+            ("PATCH", msg, self._channel_message),
+            ("DELETE", msg, self._channel_message),
+        ]
+        self._routes = [(m, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", t)), t, h) for m, t, h in table]
+
+    # -- lifecycle and addresses ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * p.MiB)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._download)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self._port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        await self._close_gateway()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/gateway"
+
+    # -- what tests call --------------------------------------------------------------------------
+
+    def interaction(
+        self,
+        name: str = "imagine",
+        options: dict[str, object] | None = None,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        guild_id: int | None = DEFAULT_GUILD_ID,
+        channel_id: int = DEFAULT_CHANNEL_ID,
+        channel_nsfw: bool = False,
+        created_at: datetime | None = None,
+        attachment_size_limit: int = 10 * p.MiB,
+        member_permissions: int = p.MEMBER_PERMISSIONS,
+        roles: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """A realistic slash-command interaction; its token is known to the webhook routes from now on."""
+        synced = next(
+            (c for c in self.commands.get(guild_id, []) + self.commands.get(None, []) if c["name"] == name), None
+        )
+        declared = {o["name"]: o["type"] for o in (synced or {}).get("options", [])}
+        command: dict[str, Any] = {"id": synced["id"] if synced else str(p.snowflake()), "name": name, "type": 1}
+        command["options"] = [p.option_payload(k, v, declared) for k, v in (options or {}).items()]
+        if synced and synced.get("guild_id"):
+            command["guild_id"] = synced["guild_id"]
+        app_permissions = p.APP_PERMISSIONS
+        if channel_id in self.forbidden_channels:
+            app_permissions &= ~discord.Permissions(send_messages=True, attach_files=True).value
+        user = p.user_payload(user_id, f"user{str(user_id)[-4:]}")
+        payload = p.interaction_payload(
+            interaction_id=p.snowflake(created_at),
+            token=p.random_token(),
+            application_id=self.application_id,
+            command=command,
+            user=user,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            channel_nsfw=channel_nsfw,
+            attachment_size_limit=attachment_size_limit,
+            member_permissions=member_permissions,
+            app_permissions=app_permissions,
+            roles=roles or [],
+        )
+        self._register(payload)
+        return payload
+
+    def _register(self, payload: dict[str, Any]) -> InteractionState:
+        user = payload["member"]["user"] if "member" in payload else payload["user"]
+        state = InteractionState(
+            int(payload["id"]), payload["token"], int(payload["channel_id"]), user, payload["data"]["name"],
+            int(payload["attachment_size_limit"]),
+        )  # fmt: skip
+        return self._interactions.setdefault(state.token, state)
+
+    async def dispatch_interaction(self, payload: dict[str, Any], *, backdate: float = 0.0) -> None:
+        """Send INTERACTION_CREATE. `backdate` pretends it was sent that many seconds ago (3 s window)."""
+        state = self._interactions.get(payload["token"]) or self._register(payload)
+        state.dispatched_at = time.monotonic() - backdate
+        await self.dispatch("INTERACTION_CREATE", payload)
+
+    def expire_token(self, token: str) -> None:
+        self._interactions[token].killed = True
+
+    def original(self, token: str) -> dict[str, Any] | None:
+        state = self._interactions.get(token)
+        return self.messages.get(state.original_id) if state and state.original_id else None
+
+    def rate_limit_next(self, method: str, path_prefix: str, retry_after: float) -> None:
+        """The next `method` request whose path starts with `path_prefix` answers 429 once."""
+        self._rate_limits.append((method.upper(), path_prefix, retry_after))
+
+    # -- HTTP plumbing ----------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        body = await request.read()
+        call = Call(request.method, path, {}, dict(request.query), None, [])
+        try:
+            if request.content_type == "multipart/form-data":
+                call.json, call.files = p.parse_multipart(body, request.headers["Content-Type"])
+            elif body:
+                call.json = json.loads(body)
+        except ValueError:
+            response = self._json({"code": 50109, "message": "The request body contains invalid JSON."}, 400)
+        else:
+            response = await self._respond(request, body, call)
+        record = Recorded(call.method, path, call.query, dict(request.headers), call.json, body, tuple(call.files))
+        await self.requests.add(dataclasses.replace(record, status=response.status))
+        return response
+
+    async def _respond(self, request: web.Request, body: bytes, call: Call) -> web.Response:
+        if len(body) > p.MAX_BODY:
+            return self._json(ApiError(413, 40005, "Request entity too large").body(), 413)
+        public = call.path.startswith(("/interactions/", "/webhooks/"))
+        if not public and request.headers.get("Authorization") != f"Bot {self.token}":
+            return self._json({"code": 0, "message": "401: Unauthorized"}, 401)
+        for index, (method, prefix, retry_after) in enumerate(self._rate_limits):
+            if method == call.method and call.path.startswith(prefix):
+                del self._rate_limits[index]
+                limited = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+                extra = {
+                    "Via": "1.1 google",
+                    "Retry-After": str(math.ceil(retry_after)),
+                    "X-RateLimit-Scope": "user",
+                }
+                extra.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": f"{retry_after:.3f}"})
+                return self._json(limited, 429, extra)
+        matched = [(m, t, h, match) for m, pattern, t, h in self._routes if (match := pattern.fullmatch(call.path))]
+        for method, template, handler, match in matched:
+            if method != call.method:
+                continue
+            call.args = match.groupdict()
+            try:
+                response = await handler(call)
+            except ApiError as error:
+                response = self._json(error.body(), error.status)
+            except Exception as error:  # a bug in the fake: a clear 400, never a 5xx discord.py would retry
+                logging.getLogger(__name__).exception("fake Discord failed on %s %s", call.method, call.path)
+                response = self._json({"code": 0, "message": f"fake Discord bug: {error!r}"}, 400)
+            response.headers["X-RateLimit-Bucket"] = hashlib.sha1(f"{method} {template}".encode()).hexdigest()
+            return response
+        if matched:
+            return self._json({"code": 0, "message": "405: Method Not Allowed"}, 405)
+        return self._json({"code": 0, "message": "404: Not Found"}, 404)
+
+    # -- login, gateway, commands -----------------------------------------------------------------
+
+    async def _get_me(self, call: Call) -> web.Response:
+        return self._json(p.user_payload(self.bot_user_id, self.bot_name, bot=True))
+
+    async def _get_application(self, call: Call) -> web.Response:
+        bot = p.user_payload(self.bot_user_id, self.bot_name, bot=True)
+        return self._json(p.application_payload(self.application_id, bot, owner_id=DEFAULT_USER_ID + 1))
+
+    async def _get_gateway(self, call: Call) -> web.Response:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
+        return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    def _scope(self, call: Call) -> int | None:
+        if call.args["app"] != str(self.application_id):
+            raise ApiError(403, 50001, "Missing Access")
+        return int(call.args["guild"]) if "guild" in call.args else None
+
+    async def _put_commands(self, call: Call) -> web.Response:
+        guild = self._scope(call)
+        if not isinstance(call.json, list):
+            raise p.form_error("_root", "LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
+        before = {(c["name"], c.get("type", 1)): c["id"] for c in self.commands.get(guild, [])}
+        stored = []
+        for command in call.json:
+            key = (command["name"], command.get("type", 1))
+            defaults = {"type": 1, "description": "", "options": [], "default_member_permissions": None, "nsfw": False}
+            item = {**defaults, **command, "id": before.get(key) or str(p.snowflake())}
+            item.update(application_id=str(self.application_id), version=str(p.snowflake()))
+            if guild is not None:
+                item["guild_id"] = str(guild)
+            stored.append(item)
+        self.commands[guild] = stored
+        return self._json(stored)
+
+    async def _get_commands(self, call: Call) -> web.Response:
+        return self._json(self.commands.get(self._scope(call), []))
+
+    # -- interactions -----------------------------------------------------------------------------
+
+    async def _callback(self, call: Call) -> web.Response:
+        state = self._interactions.get(call.args["token"])
+        if state is None or str(state.id) != call.args["id"]:
+            raise ApiError(404, 10062, "Unknown interaction")
+        if state.killed:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        if state.acknowledged:
+            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        if state.dispatched_at is None or time.monotonic() - state.dispatched_at > ACK_WINDOW:
+            raise ApiError(404, 10062, "Unknown interaction")
+        kind = (call.json or {}).get("type")
+        data = (call.json or {}).get("data") or {}
+        if kind not in (1, 4, 5, 6, 7, 8, 9, 10, 12):
+            raise p.form_error("type", "BASE_TYPE_CHOICES", "Value must be one of valid interaction callback types.")
+        if kind == 4:
+            p.check_message(data, call.files, state.file_limit, creating=True)
+        message = None
+        if kind in (4, 5):
+            flags = int(data.get("flags") or 0)
+            body = data if kind == 4 else {"content": "", "flags": (flags & 64) | 128}  # 128: "thinking…"
+            message = self._new_message(state.channel_id, body, call.files, interaction=state)
+            state.original_id = int(message["id"])
+        state.acknowledged = True
+        if not call.flag("with_response"):
+            return self._json(None, 204)
+        interaction: dict[str, Any] = {"id": str(state.id), "type": 2}
+        resource: dict[str, Any] = {"type": kind}
+        if message is not None:
+            interaction.update(
+                response_message_id=message["id"],
+                response_message_loading=kind == 5,
+                response_message_ephemeral=bool(message["flags"] & 64),
+            )
+            resource["message"] = message
+        return self._json({"interaction": interaction, "resource": resource})
+
+    def _hook(self, call: Call) -> InteractionState:
+        state = self._interactions.get(call.args["token"])
+        if call.args["app"] != str(self.application_id) or state is None:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        if state.dead:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        if not state.acknowledged:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        return state
+
+    async def _followup(self, call: Call) -> web.Response:
+        state = self._hook(call)
+        payload = call.json or {}
+        p.check_message(payload, call.files, state.file_limit, creating=True)
+        original = self.messages.get(state.original_id or 0)
+        if original is not None and original["flags"] & 128:  # the first follow-up replaces "thinking…"
+            message = self._edit(original, {k: v for k, v in payload.items() if k != "flags"}, call.files)
+        else:
+            message = self._new_message(state.channel_id, payload, call.files, interaction=state)
+        return self._json(message if call.flag("wait") else None, 200 if call.flag("wait") else 204)
+
+    async def _webhook_message(self, call: Call) -> web.Response:
+        state = self._hook(call)
+        ref = call.args["message"]
+        message_id = state.original_id if ref == "@original" else int(ref) if ref.isdigit() else None
+        message = self.messages.get(message_id or 0)
+        if message is None or message_id not in state.message_ids:
+            raise ApiError(404, 10008, "Unknown Message")
+        return await self._message_verb(call, message, state.file_limit)

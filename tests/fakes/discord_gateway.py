@@ -1,0 +1,119 @@
+"""The fake Discord gateway: HELLO, IDENTIFY -> READY, heartbeats, RESUME refused, and dispatches.
+
+The real client asks for `compress=zlib-stream`; this gateway answers with plain TEXT frames, which
+discord.py reads as JSON without decompressing. One session at a time receives dispatches: the
+one that identified last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from tests.fakes.discord_payloads import user_payload
+
+HEARTBEAT_INTERVAL_MS = 41250
+IDENTIFY_TIMEOUT = 10.0
+
+
+class FakeGatewayMixin:
+    """Gateway half of `FakeDiscord`; the REST half provides the token, ids and `gateway_url`."""
+
+    token: str
+    application_id: int
+    bot_user_id: int
+    bot_name: str
+
+    def _init_gateway(self) -> None:
+        self.identified = asyncio.Event()
+        self.identify_count = 0
+        self.gateway_received: list[dict[str, Any]] = []  # every payload a client sent, in order
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._session: web.WebSocketResponse | None = None  # the socket that identified last
+        self._sequence: dict[web.WebSocketResponse, int] = {}
+
+    @property
+    def gateway_url(self) -> str:
+        raise NotImplementedError
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send an op 0 dispatch to the identified session (waits up to 10 s for one)."""
+        try:
+            await asyncio.wait_for(self.identified.wait(), IDENTIFY_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(f"no client identified on the fake gateway within {IDENTIFY_TIMEOUT}s") from None
+        ws = self._session
+        if ws is None or ws.closed:
+            raise AssertionError("the identified gateway session is gone")
+        await self._send(ws, op=0, t=event, d=data)
+
+    async def _send(self, ws: web.WebSocketResponse, *, op: int, d: Any, t: str | None = None) -> None:
+        seq = None
+        if op == 0:
+            seq = self._sequence[ws] = self._sequence.get(ws, 0) + 1
+        await ws.send_str(json.dumps({"op": op, "d": d, "s": seq, "t": t}))
+
+    def _ready(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": user_payload(self.bot_user_id, self.bot_name, bot=True),
+            "guilds": [],
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "session_id": secrets.token_hex(16),
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "shard": [0, 1],
+            "application": {"id": str(self.application_id), "flags": 0},
+            "_trace": ["fake-gateway"],
+        }
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._send(ws, op=10, d={"heartbeat_interval": HEARTBEAT_INTERVAL_MS, "_trace": ["fake-gateway"]})
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                payload = json.loads(message.data)
+                self.gateway_received.append(payload)
+                if not await self._handle_op(ws, payload):
+                    break
+        finally:
+            self._sockets.discard(ws)
+            self._sequence.pop(ws, None)
+            if self._session is ws:
+                self._session = None
+                self.identified.clear()
+        return ws
+
+    async def _handle_op(self, ws: web.WebSocketResponse, payload: dict[str, Any]) -> bool:
+        """Answer one client payload; False once the socket was closed."""
+        op, data = payload.get("op"), payload.get("d")
+        if op == 1:  # HEARTBEAT
+            await self._send(ws, op=11, d=None)
+        elif op == 2:  # IDENTIFY
+            if not isinstance(data, dict) or data.get("token") != self.token:
+                await ws.close(code=4004, message=b"Authentication failed.")
+                return False
+            self._sequence[ws] = 0
+            await self._send(ws, op=0, t="READY", d=self._ready())
+            self._session = ws
+            self.identify_count += 1
+            self.identified.set()
+        elif op == 6:  # RESUME: sessions are never resumable here; the client identifies again
+            await self._send(ws, op=9, d=False)
+        return True
+
+    async def _close_gateway(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY, message=b"fake shutting down"), 2)
