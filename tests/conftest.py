@@ -1,0 +1,136 @@
+"""Fixtures: the fake Discord and WaveSpeed servers, and the real bot started through `serve()`.
+
+`serve()` is what `python -m bot` runs after reading the settings, so these tests drive the real
+discord.py client, the real aiohttp session and the real database against servers on 127.0.0.1,
+and assert on what those servers received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.main import serve
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.recorder import Recorded
+from tests.fakes.wavespeed import FakeWaveSpeed
+
+START_TIMEOUT = 15.0
+
+
+@pytest.fixture
+async def wavespeed() -> AsyncIterator[FakeWaveSpeed]:
+    fake = FakeWaveSpeed()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "_env_file": None,  # never read a developer's own .env
+            "discord_token": discord_fake.token,
+            "wavespeed_api_key": wavespeed.api_key,
+            "wavespeed_base_url": wavespeed.base_url,
+            "discord_api_url": discord_fake.api_url,
+            "discord_gateway_url": discord_fake.gateway_url,
+            "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
+            "job_timeout_seconds": 30,
+            "log_level": "DEBUG",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@dataclass
+class RunningBot:
+    settings: Settings
+    discord: FakeDiscord
+    wavespeed: FakeWaveSpeed
+    task: asyncio.Task[None]
+    stop_event: asyncio.Event
+
+    async def imagine(self, **options: Any) -> dict[str, Any]:
+        """Dispatch an /imagine interaction; returns its payload (token, id) for the assertions."""
+        interaction_kwargs = {k: options.pop(k) for k in list(options) if k in INTERACTION_KWARGS}
+        payload = self.discord.interaction("imagine", options, **interaction_kwargs)
+        await self.discord.dispatch_interaction(payload)
+        return payload
+
+    async def final_edit(self, payload: dict[str, Any], *, timeout: float = 20.0) -> Recorded:
+        """The edit of the placeholder that ends the job: a result (files) or a failure."""
+        token = payload["token"]
+
+        def is_final(r: Recorded) -> bool:
+            if r.method != "PATCH" or token not in r.path or not isinstance(r.json, dict):
+                return False
+            titles = [e.get("title", "") for e in r.json.get("embeds") or []]
+            return any(t in FINAL_TITLES for t in titles)
+
+        return (await self.discord.requests.wait_for(is_final, timeout=timeout))[-1]
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.wait_for(self.task, START_TIMEOUT)
+
+
+INTERACTION_KWARGS = {"user_id", "guild_id", "channel_id", "channel_nsfw", "created_at", "attachment_size_limit"}
+FINAL_TITLES = {"✨ Imagined", "Couldn't make your image", "Interrupted"}
+
+
+@pytest.fixture
+async def start_bot(
+    make_settings: Callable[..., Settings], discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start the real bot (as many times as a test likes); every one is stopped at teardown."""
+    running: list[RunningBot] = []
+
+    async def start(**overrides: Any) -> RunningBot:
+        settings = make_settings(**overrides)
+        stop_event = asyncio.Event()
+        discord_fake.identified.clear()
+        task = asyncio.create_task(serve(settings, stop=stop_event))
+        bot = RunningBot(settings, discord_fake, wavespeed, task, stop_event)
+        running.append(bot)
+        identified = asyncio.create_task(discord_fake.identified.wait())
+        await asyncio.wait({task, identified}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if not identified.done():
+            identified.cancel()
+            if task.done():
+                task.result()  # the bot's own start-up error
+            raise AssertionError("the bot did not identify on the fake gateway in time")
+        return bot
+
+    yield start
+    for bot in running:
+        if not bot.task.done():
+            bot.stop_event.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bot.task, START_TIMEOUT)
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """Every log line the bot wrote, formatted with its traceback, at DEBUG level."""
+    caplog.set_level(logging.DEBUG)
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    return lambda: [formatter.format(record) for record in caplog.records]

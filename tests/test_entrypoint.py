@@ -1,0 +1,78 @@
+"""`python -m bot` as a real process: configuration errors, start-up, command sync, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.wavespeed import FakeWaveSpeed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "WAVESPEED_"))}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_missing_settings_stop_start_up_with_one_clear_message(tmp_path):
+    process = await run_bot({"WAVESPEED_API_KEY": "ws-secret-value", "JOB_TIMEOUT_SECONDS": "-1"}, tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    text = stderr.decode()
+    assert process.returncode == 2
+    assert "DISCORD_TOKEN is required" in text and "JOB_TIMEOUT_SECONDS is invalid" in text
+    assert "Traceback" not in text and "ws-secret-value" not in text
+
+
+async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
+    tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
+):
+    env = {
+        "DISCORD_TOKEN": discord_fake.token,
+        "WAVESPEED_API_KEY": wavespeed.api_key,
+        "WAVESPEED_BASE_URL": wavespeed.base_url,
+        "DISCORD_API_URL": discord_fake.api_url,
+        "DISCORD_GATEWAY_URL": discord_fake.gateway_url,
+        "DISCORD_GUILD_IDS": "111111111111111111",
+    }
+
+    def syncs():
+        return discord_fake.requests.matching(lambda r: r.method == "PUT" and r.path.endswith("/commands"))
+
+    for run in range(2):
+        discord_fake.identified.clear()
+        process = await run_bot(env, tmp_path)
+        try:
+            await asyncio.wait_for(discord_fake.identified.wait(), 30)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        assert discord_fake.token not in stderr.decode() and wavespeed.api_key not in stderr.decode()
+        # First run: synced to the configured guild. Second run: unchanged, so no sync at all.
+        assert len(syncs()) == 1, run
+    [sync] = syncs()
+    assert sync.path == f"/applications/{discord_fake.application_id}/guilds/111111111111111111/commands"
+    [command] = sync.json
+    assert command["name"] == "imagine"
+    options = {o["name"]: o for o in command["options"]}
+    assert list(options) == ["prompt", "aspect_ratio", "num_images", "seed", "guidance_scale", "safety_tolerance"]
+    assert all(o["description"] for o in options.values())
+    assert options["prompt"]["required"] and options["prompt"]["max_length"] == 2000
+    assert (options["num_images"]["min_value"], options["num_images"]["max_value"]) == (1, 4)
+    assert (options["guidance_scale"]["min_value"], options["guidance_scale"]["max_value"]) == (1.0, 10.0)
+    assert [c["value"] for c in options["safety_tolerance"]["choices"]] == ["1", "2", "3", "4", "5"]
+    assert len(options["aspect_ratio"]["choices"]) == 9
+    assert (tmp_path / "data" / "bot.db").exists()  # the default DATABASE_URL, relative to the working directory
