@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -12,14 +14,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.imagine import ImagineCog, on_tree_error
+from bot.config import Settings
+from bot.delivery import Placeholder
 from bot.jobs.runner import JobRunner
+from bot.jobs.store import JobStore
 from bot.store import Store
+from bot.wavespeed.client import WaveSpeedClient
 
 log = logging.getLogger(__name__)
 
+PRUNE_INTERVAL = 24 * 3600.0
+
 
 class ImagineBot(commands.Bot):
-    def __init__(self, *, store: Store, runner: JobRunner, guild_ids: Sequence[int] = ()) -> None:
+    def __init__(self, *, store: Store, wavespeed: WaveSpeedClient, settings: Settings) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -29,14 +37,42 @@ class ImagineBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.store = store
-        self.runner = runner
-        self.guild_ids = tuple(guild_ids)
+        self.jobs = JobStore(store.db)
+        self.runner = JobRunner(
+            wavespeed,
+            self.jobs,
+            targets=lambda job: Placeholder(self, job),
+            model=settings.wavespeed_model,
+            timeout=settings.job_timeout_seconds,
+            max_concurrent=settings.max_concurrent_jobs,
+        )
+        self.guild_ids = tuple(settings.discord_guild_ids)
+        self.retention_days = settings.job_retention_days
         self.commands_synced: list[str] = []
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.add_cog(ImagineCog(self.runner))
+        await self.add_cog(ImagineCog(self.runner, self.jobs))
         self.tree.error(on_tree_error)
         self.commands_synced = await sync_commands_if_changed(self.tree, self.store, self.guild_ids)
+        resumed = await self.runner.recover()
+        if resumed:
+            log.info("resumed %d unfinished job(s) from the last run", resumed)
+        self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-jobs")
+
+    async def _prune_daily(self) -> None:
+        while True:
+            pruned = await self.jobs.prune(older_than_days=self.retention_days)
+            if pruned:
+                log.info("pruned %d job(s) older than %g days", pruned, self.retention_days)
+            await asyncio.sleep(PRUNE_INTERVAL)
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await super().close()
 
     async def on_ready(self) -> None:
         log.info("connected as %s (application %s)", self.user, self.application_id)

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
 
     job_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    max_concurrent_jobs: int = Field(default=3, ge=1, le=1000)
+    # Docker's `stop` waits 10 s before SIGKILL: finish within that by default.
+    shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)
+    job_retention_days: float = Field(default=30.0, gt=0, le=3650)
     log_level: LogLevel = "INFO"
 
     @field_validator("wavespeed_base_url", "discord_api_url")

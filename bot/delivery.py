@@ -9,11 +9,12 @@ never retried: 401s count toward Discord's invalid-request ban.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import discord
 
 from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.store import JobRecord
 from bot.render import discord_files
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 DEAD_TOKEN_CODES = frozenset({10015, 50027})
 # Stop using the token a little before it expires, so an upload does not die half way.
 TOKEN_MARGIN = timedelta(seconds=30)
+TOKEN_LIFETIME = timedelta(minutes=15)
 
 
 def token_is_dead(error: discord.HTTPException) -> bool:
@@ -30,52 +32,71 @@ def token_is_dead(error: discord.HTTPException) -> bool:
 
 
 class Placeholder:
-    def __init__(self, interaction: discord.Interaction, *, message_id: int | None) -> None:
-        self._interaction = interaction
-        self._client = interaction.client
-        self.message_id = message_id
-        self.channel_id = interaction.channel_id
-        self.requester_id = interaction.user.id
+    """The job's placeholder message, rebuilt from its stored record: works the same after a restart."""
+
+    def __init__(self, client: discord.Client, job: JobRecord) -> None:
+        self._client = client
+        self.job_id = job.id
+        self.message_id = job.message_id
+        self.channel_id = job.channel_id
+        self.requester_id = job.user_id
+        self._expires_at = datetime.fromtimestamp(job.created_at, UTC) + TOKEN_LIFETIME
+        self._webhook = (
+            discord.Webhook.partial(job.application_id, job.interaction_token, client=client)
+            if job.interaction_token
+            else None
+        )
         self._token_dead = False
 
     @property
     def token_alive(self) -> bool:
-        if self._token_dead:
+        if self._token_dead or self._webhook is None or self.message_id is None:
             return False
-        return discord.utils.utcnow() < self._interaction.expires_at - TOKEN_MARGIN
+        return discord.utils.utcnow() < self._expires_at - TOKEN_MARGIN
+
+    @property
+    def nonce(self) -> str:
+        """The same for every attempt at one job's channel delivery: Discord drops a repeat."""
+        return f"imagine-job-{self.job_id}"
 
     def _by_bot_token(self) -> discord.PartialMessage | None:
         if self.channel_id is None or self.message_id is None:
             return None
         return self._client.get_partial_messageable(self.channel_id).get_partial_message(self.message_id)
 
+    async def _edit_by_token(self, embed: discord.Embed, files: list[discord.File] | None = None) -> bool:
+        """Edit through the interaction token; False when it is (or just turned out) dead."""
+        if not self.token_alive:
+            return False
+        assert self._webhook is not None and self.message_id is not None
+        try:
+            if files is None:
+                await self._webhook.edit_message(self.message_id, embed=embed, allowed_mentions=NO_MENTIONS)
+            else:
+                await self._webhook.edit_message(
+                    self.message_id, embed=embed, attachments=files, allowed_mentions=NO_MENTIONS
+                )
+        except discord.HTTPException as error:
+            if not token_is_dead(error):
+                raise
+            self._token_dead = True
+            return False
+        return True
+
     async def edit(self, embed: discord.Embed) -> None:
         """Show a progress or failure embed on the placeholder."""
-        if self.token_alive:
-            try:
-                await self._interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
-                return
-            except discord.HTTPException as error:
-                if not token_is_dead(error):
-                    raise
-                self._token_dead = True
+        if await self._edit_by_token(embed):
+            return
         message = self._by_bot_token()
         if message is not None:
             await message.edit(embed=embed, allowed_mentions=NO_MENTIONS)
 
     async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
-        dead, a new channel message carries it (returned, so the caller can point to it)."""
-        if self.token_alive:
-            try:
-                await self._interaction.edit_original_response(
-                    embed=embed, attachments=discord_files(outputs.files), allowed_mentions=NO_MENTIONS
-                )
-                return None
-            except discord.HTTPException as error:
-                if not token_is_dead(error):
-                    raise
-                self._token_dead = True
+        dead, a new channel message carries it (returned, so the caller can point to it). Both are
+        safe to repeat after a crash: the edit replaces the message, the new message has a nonce."""
+        if await self._edit_by_token(embed, discord_files(outputs.files)):
+            return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")
         log.info("interaction token expired; delivering as a new message in channel %s", self.channel_id)
@@ -95,6 +116,7 @@ class Placeholder:
                 files=discord_files(outputs.files),
                 allowed_mentions=mention_requester,
                 reference=reference,  # type: ignore[arg-type]
+                nonce=self.nonce,
             )
         except discord.Forbidden:
             log.warning("missing permissions in channel %s; sending the result by DM", self.channel_id)
@@ -106,4 +128,5 @@ class Placeholder:
             embed=embed,
             files=discord_files(outputs.files),
             allowed_mentions=NO_MENTIONS,
+            nonce=self.nonce,
         )

@@ -14,7 +14,6 @@ import yarl
 
 from bot.app import ImagineBot
 from bot.config import ConfigError, Settings, load_settings
-from bot.jobs.runner import JobRunner
 from bot.logs import setup_logging
 from bot.store import Store
 from bot.wavespeed.client import WaveSpeedClient
@@ -38,8 +37,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await Store.open(settings.database_path) as store,
     ):
         wavespeed = WaveSpeedClient(session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url)
-        runner = JobRunner(wavespeed, model=settings.wavespeed_model, timeout=settings.job_timeout_seconds)
-        bot = ImagineBot(store=store, runner=runner, guild_ids=settings.discord_guild_ids)
+        bot = ImagineBot(store=store, wavespeed=wavespeed, settings=settings)
         async with bot:
             bot_task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -47,8 +45,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stop_task.cancel()
-                log.info("shutting down: %d job(s) in flight", runner.active)
-                await runner.close()
+                # New interactions are refused politely while in-flight jobs get the grace period;
+                # what is still running then is paused and resumes on the next start.
+                log.info("shutting down: %d job(s) in flight", bot.runner.active)
+                await bot.runner.close(grace=settings.shutdown_grace_seconds)
                 await bot.close()
                 if bot_task.done() and not bot_task.cancelled():
                     bot_task.result()  # re-raise a login or connection failure

@@ -118,15 +118,17 @@ def delivered_elsewhere_embed(params: ImagineParams, jump_url: str) -> discord.E
     return embed
 
 
-def interrupted_embed(params: ImagineParams, *, prediction_id: str | None) -> discord.Embed:
-    embed = discord.Embed(title="Interrupted", description=quote_prompt(params.prompt, 500), colour=FAILED)
+def paused_embed(params: ImagineParams, *, prediction_id: str | None) -> discord.Embed:
+    """Shown when the bot stops with the job unfinished: the job is saved and resumes on restart."""
+    embed = discord.Embed(title="⏸ Paused", description=quote_prompt(params.prompt, 500), colour=BRAND)
     embed.add_field(
-        name="What happened",
-        value="The bot was shutting down before this image was delivered. Run /imagine again.",
+        name="Status",
+        value="The bot is restarting. Your request is saved: this message updates when the bot is back.",
         inline=False,
     )
     if prediction_id:
         embed.add_field(name="Prediction", value=f"`{prediction_id}`", inline=False)
+    embed.set_footer(text=MODEL_NAME)
     return embed
 
 

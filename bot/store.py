@@ -18,6 +18,42 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # v2: durable jobs. Every /imagine is a row before anything reaches WaveSpeed; every state
+    # change is an event. Discord ids are 64-bit integers, which SQLite INTEGER holds.
+    """
+    CREATE TABLE jobs (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        interaction_id    INTEGER NOT NULL UNIQUE,
+        interaction_token TEXT,
+        application_id    INTEGER NOT NULL,
+        guild_id          INTEGER,
+        channel_id        INTEGER,
+        user_id           INTEGER NOT NULL,
+        created_at        REAL NOT NULL,
+        params            TEXT NOT NULL,
+        file_limit        INTEGER NOT NULL,
+        state             TEXT NOT NULL,
+        prediction_id     TEXT,
+        message_id        INTEGER,
+        result_message_id INTEGER,
+        submitted_at      REAL,
+        finished_at       REAL,
+        inference_ms      INTEGER,
+        outcome           TEXT,
+        updated_at        REAL NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, id);
+    CREATE INDEX jobs_by_created ON jobs (created_at);
+    CREATE TABLE job_events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at         REAL NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        detail     TEXT
+    );
+    CREATE INDEX job_events_by_job ON job_events (job_id, id);
+    """,
 )
 
 
@@ -39,6 +75,10 @@ class Store:
             await connection.close()
             raise
         return store
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        return self._db
 
     async def close(self) -> None:
         await self._db.close()

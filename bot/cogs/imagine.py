@@ -10,9 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import NO_MENTIONS, Placeholder
+from bot.delivery import NO_MENTIONS
 from bot.jobs.progress import Stage
-from bot.jobs.runner import Job, JobRunner
+from bot.jobs.runner import JobRunner
+from bot.jobs.store import JobState, JobStore, NewJob
 from bot.params import (
     ASPECT_RATIOS,
     DEFAULT_GUIDANCE,
@@ -22,6 +23,7 @@ from bot.params import (
     PROMPT_MAX_LENGTH,
     SAFETY_TOLERANCES,
     SEED_MAX,
+    ImagineParams,
     InvalidOptionError,
     validate,
 )
@@ -43,8 +45,9 @@ _TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4"
 
 
 class ImagineCog(commands.Cog):
-    def __init__(self, runner: JobRunner, *, rng: random.Random | None = None) -> None:
+    def __init__(self, runner: JobRunner, jobs: JobStore, *, rng: random.Random | None = None) -> None:
         self._runner = runner
+        self._jobs = jobs
         self._rng = rng or random.SystemRandom()
 
     @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
@@ -71,6 +74,11 @@ class ImagineCog(commands.Cog):
         guidance_scale: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
         safety_tolerance: str | None = None,
     ) -> None:
+        if not self._runner.accepting:
+            await interaction.response.send_message(
+                "⏳ The bot is restarting. Try again in a moment.", ephemeral=True, allowed_mentions=NO_MENTIONS
+            )
+            return
         try:
             params = validate(
                 prompt=prompt,
@@ -88,11 +96,33 @@ class ImagineCog(commands.Cog):
                 allowed_mentions=NO_MENTIONS,
             )
             return
-        response = await interaction.response.send_message(
-            embed=render.placeholder_embed(params, Stage.QUEUED), allowed_mentions=NO_MENTIONS
+        # Written down before anything is sent anywhere, so a crash from here on loses nothing.
+        job = await self._jobs.create(new_job(interaction, params))
+        try:
+            response = await interaction.response.send_message(
+                embed=render.placeholder_embed(params, Stage.QUEUED), allowed_mentions=NO_MENTIONS
+            )
+        except discord.HTTPException:
+            await self._jobs.transition(job.id, JobState.FAILED, detail="could not answer", outcome="not answered")
+            raise
+        job = await self._jobs.transition(
+            job.id, JobState.QUEUED, detail="placeholder posted", message_id=response.message_id
         )
-        target = Placeholder(interaction, message_id=response.message_id)
-        self._runner.start(Job(params=params, target=target, file_limit=interaction.filesize_limit))
+        self._runner.start(job)
+
+
+def new_job(interaction: discord.Interaction, params: ImagineParams) -> NewJob:
+    return NewJob(
+        interaction_id=interaction.id,
+        interaction_token=interaction.token,
+        application_id=interaction.application_id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        created_at=interaction.created_at.timestamp(),
+        params=params,
+        file_limit=interaction.filesize_limit,
+    )
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

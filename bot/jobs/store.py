@@ -1,0 +1,180 @@
+"""Durable jobs: one row per /imagine, changed only through the state machine's transitions.
+
+    queued ──► submitting ──► submitted ──► completed ──► delivering ──► delivered
+      │            │              │             │              │
+      └────────────┴──► failed ◄──┴─────────────┴──────────────┘
+                   └──► unconfirmed   (the POST may have reached WaveSpeed: never re-sent)
+
+Each transition is checked against TRANSITIONS, written with its event in one transaction, and
+refused when the job is not in the state the caller expects. A job that ends loses its interaction
+token: it is only needed while the placeholder can still be edited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.params import ImagineParams
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNCONFIRMED = "unconfirmed"
+
+
+S = JobState
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # queued -> queued records a fact without moving on (the placeholder was posted).
+    S.QUEUED: frozenset({S.QUEUED, S.SUBMITTING, S.FAILED}),
+    # submitting -> queued: WaveSpeed provably refused it (429), so it may wait and go again.
+    S.SUBMITTING: frozenset({S.SUBMITTED, S.QUEUED, S.FAILED, S.UNCONFIRMED}),
+    S.SUBMITTED: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset({S.DELIVERING, S.FAILED}),
+    S.DELIVERING: frozenset({S.DELIVERING, S.DELIVERED, S.FAILED}),
+    S.DELIVERED: frozenset(),
+    S.FAILED: frozenset(),
+    S.UNCONFIRMED: frozenset(),
+}
+TERMINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
+# Columns a transition may set besides the state.
+FIELDS = frozenset(
+    {"prediction_id", "message_id", "result_message_id", "submitted_at", "finished_at", "inference_ms", "outcome"}
+)
+
+
+class InvalidTransitionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewJob:
+    interaction_id: int
+    interaction_token: str
+    application_id: int
+    guild_id: int | None
+    channel_id: int | None
+    user_id: int
+    created_at: float  # the interaction's creation time, unix seconds
+    params: ImagineParams
+    file_limit: int
+
+
+@dataclass(frozen=True)
+class JobRecord(NewJob):
+    id: int = 0
+    state: JobState = S.QUEUED
+    prediction_id: str | None = None
+    message_id: int | None = None
+    result_message_id: int | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    inference_ms: int | None = None
+    outcome: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> JobRecord:
+        values = dict(row)
+        values["params"] = ImagineParams(**json.loads(values["params"]))
+        values["state"] = JobState(values["state"])
+        values["interaction_token"] = values["interaction_token"] or ""
+        return cls(**values)
+
+
+class JobStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._db.row_factory = aiosqlite.Row
+        self._lock = asyncio.Lock()  # a transition reads then writes: one at a time
+
+    async def create(self, job: NewJob) -> JobRecord:
+        now = time.time()
+        values = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
+        values.update(params=json.dumps(dataclasses.asdict(job.params)), state=S.QUEUED.value, updated_at=now)
+        columns = ", ".join(values)
+        async with self._lock:
+            cursor = await self._db.execute(
+                f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+            )
+            job_id = cursor.lastrowid
+            assert job_id is not None
+            await self._event(job_id, None, S.QUEUED, "created", now)
+            await self._db.commit()
+        return await self.get(job_id)
+
+    async def get(self, job_id: int) -> JobRecord:
+        async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return JobRecord.from_row(row)
+
+    async def transition(self, job_id: int, to: JobState, *, detail: str = "", **fields: Any) -> JobRecord:
+        """Move a job to `to`, setting `fields` with it; the only way code changes a job."""
+        unknown = set(fields) - FIELDS
+        if unknown:
+            raise ValueError(f"not a job field: {sorted(unknown)}")
+        async with self._lock:
+            current = await self.get(job_id)
+            if to not in TRANSITIONS[current.state]:
+                raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
+            now = time.time()
+            values: dict[str, Any] = {**fields, "state": to.value, "updated_at": now}
+            if to in TERMINAL:
+                values["interaction_token"] = None
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            await self._db.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?",
+                (*values.values(), job_id, current.state.value),
+            )
+            await self._event(job_id, current.state, to, detail, now)
+            await self._db.commit()
+        return await self.get(job_id)
+
+    async def _event(self, job_id: int, before: JobState | None, after: JobState, detail: str, at: float) -> None:
+        await self._db.execute(
+            "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+            (job_id, at, before.value if before else None, after.value, detail or None),
+        )
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Jobs a restart must pick up, oldest first."""
+        marks = ", ".join("?" * len(TERMINAL))
+        query = f"SELECT * FROM jobs WHERE state NOT IN ({marks}) ORDER BY id"
+        async with self._db.execute(query, tuple(s.value for s in TERMINAL)) as cursor:
+            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+
+    async def events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
+        query = "SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id"
+        async with self._db.execute(query, (job_id,)) as cursor:
+            return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+
+    async def prune(self, *, older_than_days: float) -> int:
+        """Delete finished jobs (and their events) created more than `older_than_days` ago."""
+        cutoff = time.time() - older_than_days * 86400
+        marks = ", ".join("?" * len(TERMINAL))
+        async with self._lock:
+            cursor = await self._db.execute(
+                f"DELETE FROM jobs WHERE created_at < ? AND state IN ({marks})",
+                (cutoff, *(s.value for s in TERMINAL)),
+            )
+            await self._db.commit()
+        return cursor.rowcount
