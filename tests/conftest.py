@@ -21,6 +21,7 @@ from bot.main import serve
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import FakeWaveSpeed
+from tests.helpers import wait_final_edit
 
 START_TIMEOUT = 15.0
 
@@ -78,15 +79,7 @@ class RunningBot:
 
     async def final_edit(self, payload: dict[str, Any], *, timeout: float = 20.0) -> Recorded:
         """The edit of the placeholder that ends the job: a result (files) or a failure."""
-        token = payload["token"]
-
-        def is_final(r: Recorded) -> bool:
-            if r.method != "PATCH" or token not in r.path or not isinstance(r.json, dict):
-                return False
-            titles = [e.get("title", "") for e in r.json.get("embeds") or []]
-            return any(t in FINAL_TITLES for t in titles)
-
-        return (await self.discord.requests.wait_for(is_final, timeout=timeout))[-1]
+        return await wait_final_edit(self.discord, payload["token"], timeout=timeout)
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -94,7 +87,6 @@ class RunningBot:
 
 
 INTERACTION_KWARGS = {"user_id", "guild_id", "channel_id", "channel_nsfw", "created_at", "attachment_size_limit"}
-FINAL_TITLES = {"✨ Imagined", "Couldn't make your image", "Interrupted"}
 
 
 @pytest.fixture

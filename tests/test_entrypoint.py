@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from pathlib import Path
 
+from tests.botprocess import fake_env, spawn
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def run_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "WAVESPEED_"))}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        cwd=cwd,
-        env={**clean, "PYTHONPATH": str(ROOT), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
 
 async def test_missing_settings_stop_start_up_with_one_clear_message(tmp_path):
-    process = await run_bot({"WAVESPEED_API_KEY": "ws-secret-value", "JOB_TIMEOUT_SECONDS": "-1"}, tmp_path)
+    process = await spawn({"WAVESPEED_API_KEY": "ws-secret-value", "JOB_TIMEOUT_SECONDS": "-1"}, tmp_path)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     text = stderr.decode()
     assert process.returncode == 2
@@ -39,21 +22,14 @@ async def test_missing_settings_stop_start_up_with_one_clear_message(tmp_path):
 async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
     tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
 ):
-    env = {
-        "DISCORD_TOKEN": discord_fake.token,
-        "WAVESPEED_API_KEY": wavespeed.api_key,
-        "WAVESPEED_BASE_URL": wavespeed.base_url,
-        "DISCORD_API_URL": discord_fake.api_url,
-        "DISCORD_GATEWAY_URL": discord_fake.gateway_url,
-        "DISCORD_GUILD_IDS": "111111111111111111",
-    }
+    env = fake_env(discord_fake, wavespeed, DISCORD_GUILD_IDS="111111111111111111")
 
     def syncs():
         return discord_fake.requests.matching(lambda r: r.method == "PUT" and r.path.endswith("/commands"))
 
     for run in range(2):
         discord_fake.identified.clear()
-        process = await run_bot(env, tmp_path)
+        process = await spawn(env, tmp_path)
         try:
             await asyncio.wait_for(discord_fake.identified.wait(), 30)
         finally:

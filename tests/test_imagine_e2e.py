@@ -10,18 +10,9 @@ import discord
 
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
+from tests.helpers import embeds_text
 
 MESSAGE_ROUTES = ("/callback", "/messages")
-
-
-def embeds_text(request: Recorded) -> str:
-    body = request.json or {}
-    data = body.get("data", body)  # an interaction callback nests the message under "data"
-    parts = [data.get("content") or ""]
-    for embed in data.get("embeds") or []:
-        parts += [embed.get("title", ""), embed.get("description", "")]
-        parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields", [])]
-    return "\n".join(parts)
 
 
 def message_requests(bot) -> list[Recorded]:

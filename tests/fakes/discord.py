@@ -10,6 +10,7 @@ missing permissions, 429s) are applied the way Discord answers them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -41,6 +42,15 @@ ACK_WINDOW = 3.0  # seconds between INTERACTION_CREATE and the callback, as on D
 Handler = Callable[[Call], Awaitable[web.Response]]
 
 
+@dataclasses.dataclass
+class Stall:
+    method: str
+    path_contains: str
+    after: bool
+    with_files: bool
+    hit: asyncio.Event
+
+
 class FakeDiscord(MessagesMixin, FakeGatewayMixin):
     """The fake server. `start()` it, point discord.py at `api_url`/`gateway_url`, `close()` it after."""
 
@@ -63,6 +73,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self._dm_channels: dict[int, dict[str, Any]] = {}  # by recipient id
         self._blobs: dict[int, tuple[bytes, str]] = {}  # attachment id -> bytes, content type
         self._rate_limits: list[tuple[str, str, float]] = []
+        self._stalls: list[Stall] = []
+        self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._init_gateway()
@@ -104,6 +116,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self._port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
+        self._released.set()
         await self._close_gateway()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -206,10 +219,41 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         except ValueError:
             response = self._json({"code": 50109, "message": "The request body contains invalid JSON."}, 400)
         else:
+            stall = self._take_stall(call)
+            if stall is not None and not stall.after:  # never reaches Discord; the answer never comes
+                return await self._stalled(stall, request, body, call, 0)
             response = await self._respond(request, body, call)
+            if stall is not None:  # took effect on Discord's side, but the answer never comes
+                return await self._stalled(stall, request, body, call, response.status)
         record = Recorded(call.method, path, call.query, dict(request.headers), call.json, body, tuple(call.files))
         await self.requests.add(dataclasses.replace(record, status=response.status))
         return response
+
+    def stall(self, method: str, path_contains: str, *, after: bool, with_files: bool = False) -> asyncio.Event:
+        """The next matching request hangs until the fake closes: `after=True` once it took effect
+        (the message exists), `after=False` before. Returns an event set when it is hit, so a test
+        can kill the bot at that moment."""
+        stall = Stall(method.upper(), path_contains, after, with_files, asyncio.Event())
+        self._stalls.append(stall)
+        return stall.hit
+
+    def _take_stall(self, call: Call) -> Stall | None:
+        for stall in self._stalls:
+            if (
+                stall.method == call.method
+                and stall.path_contains in call.path
+                and (call.files or not stall.with_files)
+            ):
+                self._stalls.remove(stall)
+                return stall
+        return None
+
+    async def _stalled(self, stall: Stall, request: web.Request, body: bytes, call: Call, status: int) -> web.Response:
+        record = Recorded(call.method, call.path, call.query, dict(request.headers), call.json, body, tuple(call.files))
+        await self.requests.add(dataclasses.replace(record, status=status))
+        stall.hit.set()
+        await self._released.wait()
+        return self._json({"code": 0, "message": "fake shutting down"}, 503)
 
     async def _respond(self, request: web.Request, body: bytes, call: Call) -> web.Response:
         if len(body) > p.MAX_BODY:

@@ -51,6 +51,7 @@ class Scenario:
     image_content_type: str | None = None  # None: the format's own type
     submit_responses: list[Scripted] = field(default_factory=list)  # consumed one per submit
     result_responses: list[Scripted] = field(default_factory=list)  # consumed one per result poll
+    download_responses: list[Scripted] = field(default_factory=list)  # consumed one per output download
     retry_after: float = 1.0
 
 
@@ -259,6 +260,8 @@ class FakeWaveSpeed:
             await self._record(request, b"", 403)  # what a CDN says about a missing or expired object
             return web.Response(text="<Error>AccessDenied</Error>", status=403, content_type="application/xml")
         sc = prediction.scenario
+        if sc.download_responses:
+            return await self._scripted(request, b"", sc.download_responses.pop(0), sc)
         data = make_image(*sc.image_size, fmt=ext, noise=sc.image_noise, seed=int(index))
         await self._record(request, b"", 200)
         return web.Response(body=data, content_type=sc.image_content_type or CONTENT_TYPES[ext])

@@ -1,0 +1,44 @@
+"""Reading what the fake Discord received: message texts and the edit that ends a job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.recorder import Recorded
+
+# Titles of the embeds that end a job: a result, a failure. "Paused" is not final: the job resumes.
+FINAL_TITLES = {"✨ Imagined", "Couldn't make your image"}
+
+
+def embeds_text(request: Recorded | dict[str, Any]) -> str:
+    """The content, embed titles, descriptions and fields of a request (or a stored message)."""
+    body = (request.json or {}) if isinstance(request, Recorded) else request
+    data = body.get("data", body)  # an interaction callback nests the message under "data"
+    parts = [data.get("content") or ""]
+    for embed in data.get("embeds") or []:
+        parts += [embed.get("title", ""), embed.get("description", "")]
+        parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields", [])]
+    return "\n".join(parts)
+
+
+def is_final_edit(request: Recorded, token: str) -> bool:
+    if request.method != "PATCH" or token not in request.path or not isinstance(request.json, dict):
+        return False
+    return any(e.get("title", "") in FINAL_TITLES for e in request.json.get("embeds") or [])
+
+
+async def wait_final_edit(discord: FakeDiscord, token: str, *, timeout: float = 20.0) -> Recorded:
+    """The edit of the placeholder that ends the job: a result (files) or a failure."""
+    return (await discord.requests.wait_for(lambda r: is_final_edit(r, token), timeout=timeout))[-1]
+
+
+def messages_with_images(discord: FakeDiscord) -> list[dict[str, Any]]:
+    """Every message, in any channel, that carries attachments: each is one delivery."""
+    return [m for m in discord.messages.values() if m.get("attachments")]
+
+
+def placeholder_title(discord: FakeDiscord, token: str) -> str:
+    message = discord.original(token)
+    assert message is not None, "the interaction was never answered"
+    return str((message.get("embeds") or [{}])[0].get("title", ""))

@@ -1,0 +1,186 @@
+"""Crashes and restarts of the real `python -m bot` process against the fakes.
+
+Each test kills the bot with SIGKILL (no handler runs) at one point of a job's life, starts it
+again on the same database, and checks from the fakes' records that every job was billed at most
+once, delivered exactly once, and that no placeholder was left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import discord
+import pytest
+
+from tests.botprocess import BotProcess, fake_env
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
+from tests.helpers import FINAL_TITLES, embeds_text, messages_with_images, placeholder_title, wait_final_edit
+
+
+@pytest.fixture
+async def bot(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed) -> AsyncIterator[BotProcess]:
+    env = fake_env(
+        discord_fake,
+        wavespeed,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}",
+        JOB_TIMEOUT_SECONDS="60",
+        LOG_LEVEL="DEBUG",
+    )
+    process = BotProcess(discord_fake, env, tmp_path)
+    yield process
+    await process.cleanup()
+
+
+async def imagine(fake: FakeDiscord, prompt: str, **interaction: Any) -> dict[str, Any]:
+    payload = fake.interaction("imagine", {"prompt": prompt}, **interaction)
+    await fake.dispatch_interaction(payload)
+    await fake.requests.wait_for(lambda r: r.path.endswith(f"/{payload['token']}/callback"))
+    return payload
+
+
+def job_states(tmp_path) -> list[str]:
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        return [row[0] for row in db.execute("SELECT state FROM jobs ORDER BY id")]
+
+
+async def test_killed_while_polling_with_a_job_queued_behind_it(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario_by_prompt = {"first": Scenario(inference_seconds=3.0)}
+    bot.env["MAX_CONCURRENT_JOBS"] = "1"
+    await bot.start()
+    first = await imagine(discord_fake, "first")
+    second = await imagine(discord_fake, "second")  # waits in the queue behind the first
+    await wavespeed.requests.wait_for(lambda r: r.path.endswith("/result"))  # the first is being polled
+    assert len(wavespeed.accepted_submits()) == 1
+    await bot.kill()
+
+    await bot.start()
+    finals = [await wait_final_edit(discord_fake, p["token"], timeout=30) for p in (first, second)]
+
+    assert [s.json["prompt"] for s in wavespeed.accepted_submits()] == ["first", "second"]  # once each, in order
+    assert all(f.files for f in finals) and len(messages_with_images(discord_fake)) == 2
+    assert all(placeholder_title(discord_fake, p["token"]) in FINAL_TITLES for p in (first, second))
+    await wait_until(lambda: job_states(tmp_path) == ["delivered", "delivered"])
+
+
+async def test_killed_during_the_submit_is_answered_and_never_resent(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario = Scenario(submit_responses=["accept-then-hang"])  # taken (billed), never answered
+    await bot.start()
+    payload = await imagine(discord_fake, "a gamble")
+    await wavespeed.requests.wait_for(lambda r: r.method == "POST" and r.status == 200)
+    await bot.kill()
+
+    await bot.start()
+    final = await wait_final_edit(discord_fake, payload["token"])
+
+    assert len(wavespeed.submits()) == 1  # not sent again: it may have been billed
+    text = embeds_text(final)
+    assert "did not confirm" in text and "not charged twice" in text and not final.files
+    await wait_until(lambda: job_states(tmp_path) == ["unconfirmed"])
+
+
+async def test_killed_after_completion_before_delivery(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario = Scenario(download_responses=["hang"])  # the first image download never answers
+    await bot.start()
+    payload = await imagine(discord_fake, "almost there")
+    await wavespeed.requests.wait_for(lambda r: r.path.startswith("/cdn/"))  # completed, downloading
+    await bot.kill()
+    polls_before = len(wavespeed.result_polls())
+
+    await bot.start()
+    final = await wait_final_edit(discord_fake, payload["token"])
+
+    assert len(wavespeed.accepted_submits()) == 1 and len(wavespeed.result_polls()) > polls_before
+    assert final.files and len(messages_with_images(discord_fake)) == 1
+    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+
+
+async def test_killed_during_delivery_edits_again_without_duplicating(bot, discord_fake, wavespeed, tmp_path):
+    await bot.start()
+    payload = await imagine(discord_fake, "delivered twice?")
+    hit = discord_fake.stall("PATCH", payload["token"], after=True, with_files=True)  # applied, unanswered
+    await asyncio.wait_for(hit.wait(), 20)
+    await bot.kill()
+
+    await bot.start()
+    await discord_fake.requests.wait_for(lambda r: r.files and payload["token"] in r.path and r.status == 200)
+    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+
+    assert len(wavespeed.accepted_submits()) == 1
+    [delivered] = messages_with_images(discord_fake)  # the placeholder, replaced by the result
+    assert delivered is discord_fake.original(payload["token"])
+    assert placeholder_title(discord_fake, payload["token"]) == "✨ Imagined"
+
+
+async def test_late_channel_delivery_is_not_duplicated_after_a_crash(bot, discord_fake, wavespeed, tmp_path):
+    requester = 555000111222333444
+    channel = discord_fake.channel_id
+    created = discord.utils.utcnow() - timedelta(minutes=14, seconds=45)  # the token is as good as dead
+    await bot.start()
+    hit = discord_fake.stall("POST", f"/channels/{channel}/messages", after=True, with_files=True)
+    payload = await imagine(discord_fake, "late", user_id=requester, created_at=created)
+    await asyncio.wait_for(hit.wait(), 20)  # the message exists on Discord, the bot never heard back
+    await bot.kill()
+
+    await bot.start()
+    posts = await discord_fake.requests.wait_for(
+        lambda r: r.method == "POST" and r.path == f"/channels/{channel}/messages", count=2, timeout=30
+    )
+
+    assert posts[0].json["nonce"] == posts[1].json["nonce"] and posts[1].json["enforce_nonce"] is True
+    assert len(messages_with_images(discord_fake)) == 1  # Discord dropped the repeat by its nonce
+    assert len(wavespeed.accepted_submits()) == 1
+    placeholder = discord_fake.original(payload["token"])
+    assert placeholder is not None
+    await discord_fake.requests.wait_for(
+        lambda r: (
+            r.method == "PATCH" and r.path.endswith(f"/messages/{placeholder['id']}") and "Finished" in embeds_text(r)
+        )
+    )
+    assert posts[1].json["content"] == f"<@{requester}>"
+
+
+async def test_sigterm_finishes_in_flight_jobs_and_refuses_new_ones(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario = Scenario(inference_seconds=2.0)
+    bot.env["SHUTDOWN_GRACE_SECONDS"] = "20"
+    await bot.start()
+    payload = await imagine(discord_fake, "finish me")
+    await wavespeed.requests.wait_for(lambda r: r.path.endswith("/result"))
+    ending = asyncio.create_task(bot.terminate())
+    await wait_until(lambda: "shutting down" in bot.log())
+    late = await imagine(discord_fake, "too late")
+    [refusal] = discord_fake.requests.matching(lambda r: r.path.endswith(f"/{late['token']}/callback"))
+    final = await wait_final_edit(discord_fake, payload["token"])
+
+    assert await ending == 0
+    assert refusal.json["data"]["flags"] & 64 and "restarting" in embeds_text(refusal)
+    assert final.files and [s.json["prompt"] for s in wavespeed.submits()] == ["finish me"]
+    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+
+
+async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario = Scenario(inference_seconds=6.0)
+    bot.env["SHUTDOWN_GRACE_SECONDS"] = "0.5"
+    await bot.start()
+    payload = await imagine(discord_fake, "slow and steady")
+    await wavespeed.requests.wait_for(lambda r: r.path.endswith("/result"))
+
+    assert await bot.terminate() == 0
+    assert placeholder_title(discord_fake, payload["token"]) == "⏸ Paused"
+    assert job_states(tmp_path) == ["submitted"]
+
+    await bot.start()
+    final = await wait_final_edit(discord_fake, payload["token"], timeout=30)
+    assert final.files and len(wavespeed.accepted_submits()) == 1
+    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Check a condition outside our reach (a file the bot writes) until it holds or the deadline passes."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - another process writes what we wait for
+            await asyncio.sleep(0.05)

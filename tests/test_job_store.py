@@ -1,0 +1,123 @@
+"""The job store: the state machine, its events, recovery order, retention and migrations."""
+
+from __future__ import annotations
+
+import time
+
+import aiosqlite
+import pytest
+
+from bot.jobs.store import TERMINAL, TRANSITIONS, InvalidTransitionError, JobState, JobStore, NewJob
+from bot.params import ImagineParams
+from bot.store import MIGRATIONS, Store
+
+S = JobState
+
+
+def new_job(n: int, *, created_at: float | None = None) -> NewJob:
+    return NewJob(
+        interaction_id=1_000_000_000_000_000_000 + n,
+        interaction_token=f"token-{n}",
+        application_id=1310000000000000001,
+        guild_id=111111111111111111,
+        channel_id=1310000000000000100,
+        user_id=1310000000000000200 + n,
+        created_at=time.time() if created_at is None else created_at,
+        params=ImagineParams(prompt=f"prompt {n}", num_images=2, seed=42 + n, seed_was_random=False),
+        file_limit=10 * 1024 * 1024,
+    )
+
+
+@pytest.fixture
+async def jobs(tmp_path):
+    async with await Store.open(str(tmp_path / "bot.db")) as store:
+        yield JobStore(store.db)
+
+
+async def test_a_job_round_trips_and_records_every_transition(jobs: JobStore):
+    job = await jobs.create(new_job(1))
+    assert job.state is S.QUEUED and job.params == new_job(1).params and job.interaction_token == "token-1"
+    await jobs.transition(job.id, S.QUEUED, detail="placeholder posted", message_id=555)
+    await jobs.transition(job.id, S.SUBMITTING)
+    await jobs.transition(job.id, S.SUBMITTED, prediction_id="pred-1", submitted_at=123.0)
+    await jobs.transition(job.id, S.COMPLETED, inference_ms=2500)
+    await jobs.transition(job.id, S.DELIVERING)
+    done = await jobs.transition(job.id, S.DELIVERED, outcome="delivered")
+
+    assert (done.message_id, done.prediction_id, done.inference_ms, done.submitted_at) == (555, "pred-1", 2500, 123.0)
+    assert done.finished and done.interaction_token == ""  # the token is dropped once the job ends
+    events = await jobs.events(job.id)
+    assert [e[1] for e in events] == [
+        "queued",
+        "queued",
+        "submitting",
+        "submitted",
+        "completed",
+        "delivering",
+        "delivered",
+    ]
+    assert events[0][0] is None and events[1][2] == "placeholder posted"
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"), [((), S.SUBMITTED), ((S.SUBMITTING,), S.DELIVERED), ((S.FAILED,), S.QUEUED)]
+)
+async def test_only_listed_transitions_are_allowed(jobs: JobStore, path, refused):
+    job = await jobs.create(new_job(1))
+    for state in path:
+        await jobs.transition(job.id, state)
+    with pytest.raises(InvalidTransitionError):
+        await jobs.transition(job.id, refused)
+    assert (await jobs.get(job.id)).state is (path[-1] if path else S.QUEUED)  # unchanged
+
+
+async def test_fields_outside_the_job_are_refused(jobs: JobStore):
+    job = await jobs.create(new_job(1))
+    with pytest.raises(ValueError, match="not a job field"):
+        await jobs.transition(job.id, S.SUBMITTING, state="delivered")
+
+
+def test_every_state_can_fail_or_is_terminal():
+    """No state can trap a job: each unfinished one has a way to fail."""
+    assert all(S.FAILED in targets for state, targets in TRANSITIONS.items() if state not in TERMINAL)
+    assert {S.DELIVERED, S.FAILED, S.UNCONFIRMED} == TERMINAL
+
+
+async def test_unfinished_jobs_come_back_oldest_first(jobs: JobStore):
+    ids = [(await jobs.create(new_job(n))).id for n in range(4)]
+    await jobs.transition(ids[1], S.FAILED)
+    await jobs.transition(ids[2], S.SUBMITTING)
+    assert [(j.id, j.state) for j in await jobs.unfinished()] == [
+        (ids[0], S.QUEUED),
+        (ids[2], S.SUBMITTING),
+        (ids[3], S.QUEUED),
+    ]
+
+
+async def test_prune_deletes_only_old_finished_jobs_and_their_events(jobs: JobStore):
+    old = time.time() - 40 * 86400
+    old_done = await jobs.create(new_job(1, created_at=old))
+    await jobs.transition(old_done.id, S.FAILED)
+    old_running = await jobs.create(new_job(2, created_at=old))
+    recent_done = await jobs.create(new_job(3))
+    await jobs.transition(recent_done.id, S.FAILED)
+
+    assert await jobs.prune(older_than_days=30) == 1
+    remaining = {j.id for j in await jobs.unfinished()} | {recent_done.id}
+    assert remaining == {old_running.id, recent_done.id}
+    assert await jobs.events(old_done.id) == []
+    with pytest.raises(KeyError):
+        await jobs.get(old_done.id)
+
+
+async def test_migrates_a_database_from_the_previous_schema_version(tmp_path):
+    path = str(tmp_path / "bot.db")
+    async with aiosqlite.connect(path) as raw:  # what the bot before durable jobs left behind
+        await raw.executescript(f"{MIGRATIONS[0]} PRAGMA user_version = 1;")
+        await raw.execute("INSERT INTO meta (key, value) VALUES ('commands:1:global', 'abc')")
+        await raw.commit()
+    async with await Store.open(path) as store:
+        assert await store.schema_version() == len(MIGRATIONS) >= 2
+        assert await store.get_meta("commands:1:global") == "abc"  # kept: no needless command re-sync
+        job = await JobStore(store.db).create(new_job(1))
+        assert job.id == 1
