@@ -205,7 +205,8 @@ class JobRunner:
             outputs = outputs.without_files(prediction.output_urls)
             sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs)
         if sent is not None:
-            await target.edit(render.delivered_elsewhere_embed(job.params, sent.jump_url))
+            # The images are out: a placeholder that cannot point to them must not fail the job.
+            await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, sent.jump_url)))
         return sent
 
 
