@@ -1,17 +1,19 @@
 """The fake Discord against the real discord.py: login, gateway, command sync and interaction responses.
 
-These tests keep the fake honest: if discord.py (2.7) can log in, sync, receive an interaction and
-respond, edit, follow up and send through it, the shapes it answers with are the ones discord.py
-parses, and the errors it answers with are the ones discord.py raises on.
+These tests keep the fake honest: if discord.py (2.7) can log in, sync, receive an interaction (a slash
+command, a button or select click, a modal submit) and respond, update, edit, follow up and send through
+it, the shapes it answers with are the ones discord.py parses, and the errors it answers with are the
+ones discord.py raises on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import discord
@@ -20,6 +22,7 @@ import yarl
 from discord import app_commands
 
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_payloads import walk_components
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 Script = Callable[[discord.Interaction], Awaitable[None]]
@@ -36,14 +39,19 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
 
 
 class Bot:
-    """A real `discord.Client` and `CommandTree` with one /imagine command whose body a test supplies."""
+    """A real `discord.Client` and `CommandTree` with one /imagine command whose body a test supplies;
+    the `Counter` buttons, the `Picker` select and the `PromptModal` run that body too."""
+
+    running: ClassVar[dict[discord.Client, Bot]] = {}
 
     def __init__(self) -> None:
         self.client = discord.Client(intents=discord.Intents.none())
+        self.client.add_dynamic_items(Counter)
         self.tree = app_commands.CommandTree(self.client)
         self.script: Script | None = None
         self.outcomes: asyncio.Queue[tuple[dict[str, Any], Exception | None]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        Bot.running[self.client] = self
 
         @self.tree.command(name="imagine", description="Imagine a picture")
         @app_commands.describe(prompt="What to draw", count="How many", scale="Guidance", style="The look")
@@ -58,13 +66,21 @@ class Bot:
             style: app_commands.Choice[str] | None = None,
         ) -> None:
             args = {"prompt": prompt, "count": count, "scale": scale, "style": style.value if style else None}
-            try:
-                assert self.script is not None
-                await self.script(interaction)
-            except Exception as error:
-                await self.outcomes.put((args, error))
-            else:
-                await self.outcomes.put((args, None))
+            await self.handle(interaction, args)
+
+    @classmethod
+    async def body(cls, interaction: discord.Interaction, args: dict[str, Any]) -> None:
+        await cls.running[interaction.client].handle(interaction, args)
+
+    async def handle(self, interaction: discord.Interaction, args: dict[str, Any]) -> None:
+        """Run the test's script for this interaction; its outcome goes to `outcomes` with `args`."""
+        try:
+            assert self.script is not None
+            await self.script(interaction)
+        except Exception as error:
+            await self.outcomes.put((args, error))
+        else:
+            await self.outcomes.put((args, None))
 
     async def start(self, fake: FakeDiscord) -> None:
         fake.identified.clear()
@@ -84,9 +100,52 @@ class Bot:
         return await asyncio.wait_for(self.outcomes.get(), 5)
 
     async def close(self) -> None:
+        Bot.running.pop(self.client, None)
         await self.client.close()
         if self.task is not None:
             await asyncio.wait_for(self.task, 5)
+
+
+class Counter(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"test:btn:(?P<n>\d+)"):
+    """A persistent button that keeps its state in its custom_id."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(discord.ui.Button(label=f"Clicked {n}", custom_id=f"test:btn:{n}"))
+        self.n = n
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Counter:
+        return cls(int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await Bot.body(interaction, {"n": self.n})
+
+
+def counter(n: int) -> discord.ui.View:
+    return discord.ui.View(timeout=None).add_item(Counter(n))
+
+
+class Picker(discord.ui.View):
+    @discord.ui.select(
+        custom_id="test:pick", max_values=2, options=[discord.SelectOption(label=v, value=v) for v in "abc"]
+    )
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select[Picker]) -> None:
+        await Bot.body(interaction, {"values": select.values})
+
+
+class PromptModal(discord.ui.Modal, title="Change the prompt"):
+    prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(label="Prompt", custom_id="test:prompt")
+    notes: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(
+        label="Notes", custom_id="test:notes", style=discord.TextStyle.paragraph, required=False
+    )
+
+    def __init__(self) -> None:
+        super().__init__(custom_id="test:modal", timeout=30)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await Bot.body(interaction, {"prompt": self.prompt.value, "notes": self.notes.value})
 
 
 @pytest.fixture
@@ -330,3 +389,155 @@ async def test_channel_permissions_dms_unknown_messages_and_rate_limits(fake, bo
     [opened] = fake.requests.matching(lambda r: r.path == "/users/@me/channels")
     assert opened.json == {"recipient_id": 555}
     assert [m["content"] for m in fake.channel_messages(dm.id)] == ["by DM"]
+
+
+async def test_buttons_update_defer_and_open_a_modal_whose_submit_updates_the_message(fake, bot):
+    await bot.start(fake)
+    seen: dict[str, Any] = {}
+
+    async def post_buttons(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("Pick", view=counter(1))
+
+    async def update(interaction: discord.Interaction) -> None:
+        assert interaction.message is not None and interaction.type is discord.InteractionType.component
+        seen["clicked"] = (interaction.message.id, interaction.data, interaction.user.id, interaction.permissions)
+        seen["updated"] = await interaction.response.edit_message(content="Clicked", view=counter(2))
+
+    command = fake.interaction("imagine", {"prompt": "x"})
+    await bot.run(fake, post_buttons, command)
+    message = fake.original(command["token"])
+    assert message is not None
+    message_id = int(message["id"])
+    click = fake.component_interaction("test:btn:1", fake.messages[message_id], user_id=42)
+    assert click["type"] == 3 and click["message"] == message and click["member"]["user"]["id"] == "42"
+    assert {"app_permissions", "attachment_size_limit", "entitlements", "context", "guild_locale"} <= click.keys()
+    args, error = await bot.run(fake, update, click)
+    assert error is None and args == {"n": 1}
+    assert seen["clicked"][:3] == (message_id, {"custom_id": "test:btn:1", "component_type": 2}, 42)
+    assert seen["clicked"][3].send_messages and seen["updated"].message_id == message_id
+    assert seen["updated"].resource.content == "Clicked"
+    assert fake.requests.matching(lambda r: r.path.endswith("/callback"))[-1].json["type"] == 7
+    stored = fake.messages[message_id]  # updated in place, the only message there is
+    assert list(fake.messages) == [message_id] and stored["content"] == "Clicked" and stored["edited_timestamp"]
+    assert [c["custom_id"] for c in walk_components(stored["components"]) if c["type"] == 2] == ["test:btn:2"]
+
+    async def defer_then_edit(interaction: discord.Interaction) -> None:
+        deferred = await interaction.response.defer()  # DEFERRED_UPDATE_MESSAGE for a component
+        assert deferred is not None and deferred.resource is None
+        await interaction.edit_original_response(content="Edited later")  # edits the clicked message
+        seen["followup"] = await interaction.followup.send("More", wait=True)
+
+    click = fake.component_interaction("test:btn:2", message_id)
+    args, error = await bot.run(fake, defer_then_edit, click)
+    assert error is None and args == {"n": 2} and fake.original(click["token"]) is fake.messages[message_id]
+    assert fake.requests.matching(lambda r: r.path.endswith("/callback"))[-1].json == {"type": 6}
+    assert fake.messages[message_id]["content"] == "Edited later"
+    followup = fake.messages[seen["followup"].id]
+    assert followup["type"] == 19 and followup["interaction_metadata"]["interacted_message_id"] == str(message_id)
+    assert seen["followup"].interaction_metadata.interacted_message_id == message_id
+
+    async def open_modal(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(PromptModal())
+
+    async def submitted(interaction: discord.Interaction) -> None:
+        seen["modal again"] = await http_error(interaction.response.send_modal(PromptModal()))
+        await interaction.response.edit_message(content="Submitted")
+        seen["thanks"] = await interaction.followup.send("Thanks", ephemeral=True, wait=True)
+
+    click = fake.component_interaction("test:btn:2", message_id)
+    _, error = await bot.run(fake, open_modal, click)
+    assert error is None and fake.original(click["token"]) is None
+    [modal] = fake.modals
+    assert (modal["token"], modal["custom_id"], modal["title"]) == (click["token"], "test:modal", "Change the prompt")
+    assert [c["custom_id"] for c in walk_components(modal["components"]) if c["type"] == 4] == [
+        "test:prompt",
+        "test:notes",
+    ]
+    fields = {"test:prompt": "a red fox", "test:notes": ""}
+    submit = fake.modal_submit("test:modal", fields, message=fake.messages[message_id])
+    assert [row["components"][0]["value"] for row in submit["data"]["components"]] == ["a red fox", ""]
+    args, error = await bot.run(fake, submitted, submit)
+    assert error is None and args == {"prompt": "a red fox", "notes": ""}
+    assert (seen["modal again"].status, seen["modal again"].code) == (400, 50035)  # no modal in answer to a modal
+    assert fake.messages[message_id]["content"] == "Submitted"
+    assert seen["thanks"].interaction_metadata.modal_interaction.id == int(click["id"])
+
+
+async def test_a_select_answered_with_a_new_message_and_clicks_no_user_could_make(fake, bot):
+    await bot.start(fake)
+
+    async def post_picker(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("Choose", view=Picker())
+
+    async def answer(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("You chose", ephemeral=True)
+
+    command = fake.interaction("imagine", {"prompt": "x"})
+    await bot.run(fake, post_picker, command)
+    picker = fake.original(command["token"])
+    assert picker is not None
+    for custom_id, kind, values in [("test:pick", 3, ["z"]), ("test:pick", 3, list("abc")), ("test:pick", 2, None)]:
+        with pytest.raises(ValueError):
+            fake.component_interaction(custom_id, picker, component_type=kind, values=values)
+    with pytest.raises(ValueError):
+        fake.component_interaction("test:btn:1", picker)
+
+    choice = fake.component_interaction("test:pick", picker, component_type=3, values=["a", "c"])
+    assert choice["data"] == {"custom_id": "test:pick", "component_type": 3, "values": ["a", "c"]}
+    args, error = await bot.run(fake, answer, choice)
+    assert error is None and args == {"values": ["a", "c"]}
+    reply = fake.original(choice["token"])
+    assert reply is not None and reply["id"] != picker["id"] and reply["flags"] == 64 and picker["content"] == "Choose"
+    assert reply["interaction_metadata"]["type"] == 3 and "name" not in reply["interaction_metadata"]
+
+
+async def test_component_errors_are_the_ones_commands_get(fake, bot):
+    await bot.start(fake)
+    channel = bot.client.get_partial_messageable(fake.channel_id)
+    posted, kept = await channel.send("Pick", view=counter(1)), await channel.send("Pick", view=counter(1))
+
+    async def update(interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content="Updated")
+
+    async def defer(interaction: discord.Interaction) -> None:
+        await interaction.response.defer()
+
+    async def nothing(interaction: discord.Interaction) -> None:
+        pass
+
+    gone = fake.component_interaction("test:btn:1", posted.id)
+    await posted.delete()
+    _, error = await bot.run(fake, update, gone)
+    assert isinstance(error, discord.NotFound) and error.code == 10008  # Unknown Message
+    _, error = await bot.run(fake, update, fake.component_interaction("test:btn:1", kept.id), backdate=3.5)
+    assert isinstance(error, discord.NotFound) and error.code == 10062  # Unknown interaction
+    click = fake.component_interaction("test:btn:1", kept.id)
+    _, error = await bot.run(fake, defer, click)
+    assert error is None
+    url = f"/interactions/{click['id']}/{click['token']}/callback"
+    again = await raw(fake, "POST", url, json={"type": 7, "data": {"content": "twice"}})
+    assert again == (400, {"code": 40060, "message": "Interaction has already been acknowledged."})
+    assert (await raw(fake, "POST", url.replace(click["id"], "1"), json={"type": 6}))[0] == 404
+    assert fake.messages[kept.id]["content"] == "Pick"
+
+    click = fake.component_interaction("test:btn:1", kept.id)
+    await bot.run(fake, nothing, click)
+    url = f"/interactions/{click['id']}/{click['token']}/callback?with_response=true"
+    row = {"type": 1, "components": [{"type": 4, "custom_id": "t", "label": "T", "style": 1}]}
+    status, body = await raw(fake, "POST", url, json={"type": 9, "data": {"custom_id": "m", "components": [row]}})
+    assert (status, body["errors"]["data"]["title"]["_errors"][0]["code"]) == (400, "BASE_TYPE_REQUIRED")
+    six_rows = {"custom_id": "m", "title": "Too long", "components": [row] * 6}
+    status, body = await raw(fake, "POST", url, json={"type": 9, "data": six_rows})
+    assert (status, body["errors"]["data"]["components"]["_errors"][0]["code"]) == (400, "BASE_TYPE_BAD_LENGTH")
+    assert fake.modals == []
+    assert await raw(fake, "POST", url, json={"type": 6}) == (
+        200,
+        {"interaction": {"id": click["id"], "type": 3}, "resource": {"type": 6}},
+    )
+
+    command = fake.interaction("imagine", {"prompt": "x"})
+    await bot.run(fake, nothing, command)
+    url = f"/interactions/{command['id']}/{command['token']}/callback"
+    status, body = await raw(fake, "POST", url, json={"type": 7, "data": {"content": "no message to update"}})
+    assert (status, body["code"]) == (400, 50035)
+    assert body["errors"]["type"]["_errors"][0]["message"] == "Value must be one of {4, 5, 9, 10, 12}."

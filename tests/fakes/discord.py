@@ -5,12 +5,14 @@ Point discord.py at it with `discord.http.Route.BASE = fake.api_url` and
 recorded in `fake.requests` (path without `/api/v10`, parsed JSON or `payload_json`, uploaded files,
 answered status). The routes are one table, `FakeDiscord._routes`; the rules Discord enforces
 (auth, the 3-second acknowledgement window, 15-minute tokens, size and length limits, nonces,
-missing permissions, 429s) are applied the way Discord answers them.
+missing permissions, 429s) are applied the way Discord answers them. Interactions to dispatch are built
+by `interaction` (a slash command), `component_interaction` (a button or select) and `modal_submit`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import json
@@ -36,7 +38,6 @@ DEFAULT_BOT_USER_ID = 1310000000000000002
 DEFAULT_GUILD_ID = 111111111111111111
 DEFAULT_CHANNEL_ID = 1310000000000000100
 DEFAULT_USER_ID = 1310000000000000200
-ACK_WINDOW = 3.0  # seconds between INTERACTION_CREATE and the callback, as on Discord
 
 
 Handler = Callable[[Call], Awaitable[web.Response]]
@@ -67,6 +68,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self.requests = RequestLog()
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.messages: dict[int, dict[str, Any]] = {}
+        self.modals: list[dict[str, Any]] = []  # every MODAL callback's data, with its interaction's token
         self.forbidden_channels: set[int] = set()
         self._interactions: dict[str, InteractionState] = {}  # by token
         self._channel_posts: dict[int, list[int]] = {}
@@ -159,16 +161,77 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         command["options"] = [p.option_payload(k, v, declared) for k, v in (options or {}).items()]
         if synced and synced.get("guild_id"):
             command["guild_id"] = synced["guild_id"]
+        return self._build(
+            2, command, user_id=user_id, guild_id=guild_id, channel_id=channel_id, channel_nsfw=channel_nsfw,
+            created_at=created_at, attachment_size_limit=attachment_size_limit,
+            member_permissions=member_permissions, roles=roles,
+        )  # fmt: skip
+
+    def component_interaction(
+        self,
+        custom_id: str,
+        message: dict[str, Any] | int,
+        *,
+        user_id: int = DEFAULT_USER_ID,
+        guild_id: int | None = DEFAULT_GUILD_ID,
+        channel_id: int | None = None,
+        component_type: int = 2,
+        values: list[str] | None = None,
+        member_permissions: int = p.MEMBER_PERMISSIONS,
+        roles: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """A click on the button `custom_id` (`component_type` 2), or `values` chosen in a select (3; 5-8
+        for user/role/mentionable/channel selects), on `message`: a dict of `fake.messages` or its id.
+        The payload carries the message as it is now; ValueError if no user could do that on it."""
+        message = self.messages[message] if isinstance(message, int) else message
+        data = p.component_data(message, custom_id, component_type, values)
+        return self._build(
+            3, data, message=message, user_id=user_id, guild_id=guild_id,
+            channel_id=int(message["channel_id"]) if channel_id is None else channel_id,
+            member_permissions=member_permissions, roles=roles,
+        )  # fmt: skip
+
+    def modal_submit(
+        self,
+        custom_id: str,
+        fields: dict[str, str],
+        *,
+        message: dict[str, Any] | None = None,
+        user_id: int = DEFAULT_USER_ID,
+        guild_id: int | None = DEFAULT_GUILD_ID,
+        channel_id: int | None = None,
+        member_permissions: int = p.MEMBER_PERMISSIONS,
+        roles: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """The modal `custom_id` submitted with `fields` (text input custom_id -> value); give `message` when
+        the modal was opened from a component on it. The interaction that showed the last modal with this
+        custom_id, if any, is its trigger (`triggering_interaction_metadata` of the messages it creates)."""
+        if channel_id is None:
+            channel_id = int(message["channel_id"]) if message is not None else DEFAULT_CHANNEL_ID
+        payload = self._build(
+            5, p.modal_submit_data(custom_id, fields), message=message, user_id=user_id, guild_id=guild_id,
+            channel_id=channel_id, member_permissions=member_permissions, roles=roles,
+        )  # fmt: skip
+        shown = next((m for m in reversed(self.modals) if m["custom_id"] == custom_id), None)
+        self._interactions[payload["token"]].trigger = self._interactions.get(shown["token"]) if shown else None
+        return payload
+
+    def _build(
+        self, kind: int, data: dict[str, Any], *, user_id: int, guild_id: int | None, channel_id: int,
+        member_permissions: int, roles: list[int] | None, message: dict[str, Any] | None = None,
+        channel_nsfw: bool = False, created_at: datetime | None = None, attachment_size_limit: int = 10 * p.MiB,
+    ) -> dict[str, Any]:  # fmt: skip
+        """An interaction of type `kind` with `data`, registered (its token known to the routes)."""
         app_permissions = p.APP_PERMISSIONS
         if channel_id in self.forbidden_channels:
             app_permissions &= ~discord.Permissions(send_messages=True, attach_files=True).value
-        user = p.user_payload(user_id, f"user{str(user_id)[-4:]}")
         payload = p.interaction_payload(
+            kind=kind,
+            data=data,
             interaction_id=p.snowflake(created_at),
             token=p.random_token(),
             application_id=self.application_id,
-            command=command,
-            user=user,
+            user=p.user_payload(user_id, f"user{str(user_id)[-4:]}"),
             guild_id=guild_id,
             channel_id=channel_id,
             channel_nsfw=channel_nsfw,
@@ -176,15 +239,18 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             member_permissions=member_permissions,
             app_permissions=app_permissions,
             roles=roles or [],
+            message=copy.deepcopy(message),  # as it is now, whatever happens to it later
         )
         self._register(payload)
         return payload
 
     def _register(self, payload: dict[str, Any]) -> InteractionState:
         user = payload["member"]["user"] if "member" in payload else payload["user"]
+        data, message = payload["data"], payload.get("message")
         state = InteractionState(
-            int(payload["id"]), payload["token"], int(payload["channel_id"]), user, payload["data"]["name"],
-            int(payload["attachment_size_limit"]),
+            int(payload["id"]), payload["token"], int(payload["channel_id"]), user,
+            data.get("name") or data["custom_id"], int(payload["attachment_size_limit"]), kind=int(payload["type"]),
+            message_id=int(message["id"]) if message else None, owners=payload["authorizing_integration_owners"],
         )  # fmt: skip
         return self._interactions.setdefault(state.token, state)
 
@@ -327,71 +393,3 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
 
     async def _get_commands(self, call: Call) -> web.Response:
         return self._json(self.commands.get(self._scope(call), []))
-
-    # -- interactions -----------------------------------------------------------------------------
-
-    async def _callback(self, call: Call) -> web.Response:
-        state = self._interactions.get(call.args["token"])
-        if state is None or str(state.id) != call.args["id"]:
-            raise ApiError(404, 10062, "Unknown interaction")
-        if state.killed:
-            raise ApiError(401, 50027, "Invalid Webhook Token")
-        if state.acknowledged:
-            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-        if state.dispatched_at is None or time.monotonic() - state.dispatched_at > ACK_WINDOW:
-            raise ApiError(404, 10062, "Unknown interaction")
-        kind = (call.json or {}).get("type")
-        data = (call.json or {}).get("data") or {}
-        if kind not in (1, 4, 5, 6, 7, 8, 9, 10, 12):
-            raise p.form_error("type", "BASE_TYPE_CHOICES", "Value must be one of valid interaction callback types.")
-        if kind == 4:
-            p.check_message(data, call.files, state.file_limit, creating=True)
-        message = None
-        if kind in (4, 5):
-            flags = int(data.get("flags") or 0)
-            body = data if kind == 4 else {"content": "", "flags": (flags & 64) | 128}  # 128: "thinking…"
-            message = self._new_message(state.channel_id, body, call.files, interaction=state)
-            state.original_id = int(message["id"])
-        state.acknowledged = True
-        if not call.flag("with_response"):
-            return self._json(None, 204)
-        interaction: dict[str, Any] = {"id": str(state.id), "type": 2}
-        resource: dict[str, Any] = {"type": kind}
-        if message is not None:
-            interaction.update(
-                response_message_id=message["id"],
-                response_message_loading=kind == 5,
-                response_message_ephemeral=bool(message["flags"] & 64),
-            )
-            resource["message"] = message
-        return self._json({"interaction": interaction, "resource": resource})
-
-    def _hook(self, call: Call) -> InteractionState:
-        state = self._interactions.get(call.args["token"])
-        if call.args["app"] != str(self.application_id) or state is None:
-            raise ApiError(404, 10015, "Unknown Webhook")
-        if state.dead:
-            raise ApiError(401, 50027, "Invalid Webhook Token")
-        if not state.acknowledged:
-            raise ApiError(404, 10015, "Unknown Webhook")
-        return state
-
-    async def _followup(self, call: Call) -> web.Response:
-        state = self._hook(call)
-        payload = call.json or {}
-        p.check_message(payload, call.files, state.file_limit, creating=True)
-        original = self.messages.get(state.original_id or 0)
-        if original is not None and original["flags"] & 128:  # the first follow-up replaces "thinking…"
-            message = self._edit(original, {k: v for k, v in payload.items() if k != "flags"}, call.files)
-        else:
-            message = self._new_message(state.channel_id, payload, call.files, interaction=state)
-        return self._json(message if call.flag("wait") else None, 200 if call.flag("wait") else 204)
-
-    async def _webhook_message(self, call: Call) -> web.Response:
-        state = self._hook(call)
-        ref = call.args["message"]
-        message_id = state.original_id if ref == "@original" else int(ref) if ref.isdigit() else None
-        message = self.messages.get(message_id or 0)
-        if message is None or message_id not in state.message_ids:
-            raise ApiError(404, 10008, "Unknown Message")
-        return await self._message_verb(call, message, state.file_limit)

@@ -1,7 +1,8 @@
-"""The message side of the fake Discord: channel routes, the message store and attachments.
+"""The message side of the fake Discord: interaction callbacks, webhook and channel routes, the message
+store and attachments.
 
-`FakeDiscord` mixes this in; webhook (interaction) routes reuse `_new_message`, `_edit` and
-`_message_verb` so a message looks the same whichever route created or edits it.
+`FakeDiscord` mixes this in; every route goes through `_new_message`, `_edit` and `_message_verb`, so a
+message looks the same whichever route created or edits it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.fakes.discord_payloads import ApiError
 from tests.fakes.recorder import Recorded, RequestLog, UploadedFile
 
 TOKEN_LIFETIME = timedelta(minutes=15)
+ACK_WINDOW = 3.0  # seconds between INTERACTION_CREATE and the callback, as on Discord
 
 
 @dataclass
@@ -44,12 +46,16 @@ class InteractionState:
     token: str
     channel_id: int
     user: dict[str, Any]
-    name: str
+    name: str  # the command's name; a component's or a modal's custom_id
     file_limit: int
+    kind: int = 2  # the interaction type: 2 command, 3 component, 5 modal submit
+    message_id: int | None = None  # the message the component (or the component that opened the modal) is on
+    owners: dict[str, str] = field(default_factory=dict)
+    trigger: InteractionState | None = None  # for a modal submit: the interaction that showed the modal
     dispatched_at: float | None = None
     acknowledged: bool = False
     killed: bool = False
-    original_id: int | None = None
+    original_id: int | None = None  # what `@original` is: its own response, or the message 6/7 updated
     message_ids: set[int] = field(default_factory=set)
 
     @property
@@ -66,7 +72,9 @@ class MessagesMixin:
     guild_id: int
     requests: RequestLog
     messages: dict[int, dict[str, Any]]
+    modals: list[dict[str, Any]]
     forbidden_channels: set[int]
+    _interactions: dict[str, InteractionState]
     _channel_posts: dict[int, list[int]]
     _dm_channels: dict[int, dict[str, Any]]
     _blobs: dict[int, tuple[bytes, str]]
@@ -104,6 +112,89 @@ class MessagesMixin:
         )
         await self.requests.add(record)
         return response
+
+    # -- interaction callbacks and webhooks ------------------------------------------------------
+
+    async def _callback(self, call: Call) -> web.Response:
+        state = self._interactions.get(call.args["token"])
+        if state is None or str(state.id) != call.args["id"]:
+            raise ApiError(404, 10062, "Unknown interaction")
+        if state.killed:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        if state.acknowledged:
+            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
+        if state.dispatched_at is None or time.monotonic() - state.dispatched_at > ACK_WINDOW:
+            raise ApiError(404, 10062, "Unknown interaction")
+        kind = (call.json or {}).get("type")
+        data = (call.json or {}).get("data") or {}
+        if kind not in (1, 4, 5, 6, 7, 8, 9, 10, 12):
+            raise p.form_error("type", "BASE_TYPE_CHOICES", "Value must be one of valid interaction callback types.")
+        allowed = [t for t in p.CALLBACK_TYPES[state.kind] if t not in (6, 7) or state.message_id is not None]
+        if kind not in allowed:  # e.g. a modal in answer to a modal, or UPDATE_MESSAGE for a slash command
+            raise p.form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of {{{', '.join(map(str, allowed))}}}.")
+        if kind in (4, 7):
+            p.check_message(data, call.files, state.file_limit, creating=kind == 4)
+        elif kind == 9:
+            p.check_modal(data)
+        message = None
+        if kind in (4, 5):
+            flags = int(data.get("flags") or 0)
+            body = data if kind == 4 else {"content": "", "flags": (flags & 64) | 128}  # 128: "thinking…"
+            message = self._new_message(state.channel_id, body, call.files, interaction=state)
+            state.original_id = int(message["id"])
+        elif kind in (6, 7):  # the message the component is on becomes what `@original` edits
+            message = self.messages.get(state.message_id or 0)
+            if message is None:
+                raise ApiError(404, 10008, "Unknown Message")
+            if kind == 7:
+                self._edit(message, data, call.files)
+            state.original_id = int(message["id"])
+            state.message_ids.add(state.original_id)
+        elif kind == 9:
+            self.modals.append({"interaction_id": str(state.id), "token": state.token, **data})
+        state.acknowledged = True
+        if not call.flag("with_response"):
+            return self._json(None, 204)
+        interaction: dict[str, Any] = {"id": str(state.id), "type": state.kind}
+        resource: dict[str, Any] = {"type": kind}
+        if message is not None and kind != 6:
+            interaction.update(
+                response_message_id=message["id"],
+                response_message_loading=kind == 5,
+                response_message_ephemeral=bool(message["flags"] & 64),
+            )
+            resource["message"] = message
+        return self._json({"interaction": interaction, "resource": resource})
+
+    def _hook(self, call: Call) -> InteractionState:
+        state = self._interactions.get(call.args["token"])
+        if call.args["app"] != str(self.application_id) or state is None:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        if state.dead:
+            raise ApiError(401, 50027, "Invalid Webhook Token")
+        if not state.acknowledged:
+            raise ApiError(404, 10015, "Unknown Webhook")
+        return state
+
+    async def _followup(self, call: Call) -> web.Response:
+        state = self._hook(call)
+        payload = call.json or {}
+        p.check_message(payload, call.files, state.file_limit, creating=True)
+        original = self.messages.get(state.original_id or 0)
+        if original is not None and original["flags"] & 128:  # the first follow-up replaces "thinking…"
+            message = self._edit(original, {k: v for k, v in payload.items() if k != "flags"}, call.files)
+        else:
+            message = self._new_message(state.channel_id, payload, call.files, interaction=state)
+        return self._json(message if call.flag("wait") else None, 200 if call.flag("wait") else 204)
+
+    async def _webhook_message(self, call: Call) -> web.Response:
+        state = self._hook(call)
+        ref = call.args["message"]
+        message_id = state.original_id if ref == "@original" else int(ref) if ref.isdigit() else None
+        message = self.messages.get(message_id or 0)
+        if message is None or message_id not in state.message_ids:
+            raise ApiError(404, 10008, "Unknown Message")
+        return await self._message_verb(call, message, state.file_limit)
 
     # -- channels and messages --------------------------------------------------------------------
 
@@ -170,18 +261,29 @@ class MessagesMixin:
             "nonce": None if payload.get("nonce") is None else str(payload["nonce"]),
         }  # fmt: skip
         if interaction is not None:
-            metadata = {"id": str(interaction.id), "type": 2, "user": interaction.user, "name": interaction.name}
-            metadata.update(command_type=1, authorizing_integration_owners={})
-            if interaction.original_id is not None:
-                metadata["original_response_message_id"] = str(interaction.original_id)
-            message.update(type=20, webhook_id=str(self.application_id), application_id=str(self.application_id))
-            message["interaction_metadata"] = metadata
+            kind = 20 if interaction.kind == 2 else 19  # CHAT_INPUT_COMMAND; REPLY for components and modals
+            message.update(type=kind, webhook_id=str(self.application_id), application_id=str(self.application_id))
+            message["interaction_metadata"] = self._metadata(interaction)
         keys = ("embeds", "components", "attachments")
         self._edit(message, {k: v for k, v in payload.items() if k in keys}, files, edited=False)
         self.messages[message_id] = message  # only once the body was valid
         if interaction is not None:
             interaction.message_ids.add(message_id)
         return message
+
+    def _metadata(self, state: InteractionState) -> dict[str, Any]:
+        """A message's `interaction_metadata`: which interaction it answers, by whom."""
+        metadata = {"id": str(state.id), "type": state.kind, "user": state.user}
+        metadata["authorizing_integration_owners"] = state.owners
+        if state.kind == 2:
+            metadata.update(name=state.name, command_type=1)
+        if state.kind == 3 and state.message_id is not None:
+            metadata["interacted_message_id"] = str(state.message_id)
+        if state.trigger is not None:
+            metadata["triggering_interaction_metadata"] = self._metadata(state.trigger)
+        if state.original_id is not None and state.original_id != state.message_id:
+            metadata["original_response_message_id"] = str(state.original_id)
+        return metadata
 
     def _edit(
         self, message: dict[str, Any], payload: dict[str, Any], files: list[UploadedFile], *, edited: bool = True

@@ -40,6 +40,9 @@ APP_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, embed_links=True, attach_files=True, read_message_history=True
 ).value
 OPTION_TYPES: tuple[tuple[type, int], ...] = ((bool, 5), (int, 4), (float, 10), (str, 3))  # bool before int
+# The callback types Discord accepts for each interaction type (PING, APPLICATION_COMMAND,
+# MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT); 6 and 7 only where there is a message to update.
+CALLBACK_TYPES = {1: (1,), 2: (4, 5, 9, 10, 12), 3: (4, 5, 6, 7, 9, 10, 12), 4: (8,), 5: (4, 5, 6, 7, 10)}
 
 _sequence = itertools.count(1)
 
@@ -59,7 +62,11 @@ class ApiError(Exception):
 
 
 def form_error(field: str, code: str, message: str) -> ApiError:
-    return ApiError(400, 50035, "Invalid Form Body", {field: {"_errors": [{"code": code, "message": message}]}})
+    """Discord's 50035; a dotted `field` ("data.title") nests the way Discord nests its `errors`."""
+    errors: dict[str, Any] = {"_errors": [{"code": code, "message": message}]}
+    for key in reversed(field.split(".")):
+        errors = {key: errors}
+    return ApiError(400, 50035, "Invalid Form Body", errors)
 
 
 def snowflake(at: datetime | None = None) -> int:
@@ -131,10 +138,11 @@ def option_payload(name: str, value: object, declared: dict[str, int]) -> dict[s
 
 def interaction_payload(
     *,
+    kind: int,
+    data: dict[str, Any],
     interaction_id: int,
     token: str,
     application_id: int,
-    command: dict[str, Any],
     user: dict[str, Any],
     guild_id: int | None,
     channel_id: int,
@@ -143,13 +151,15 @@ def interaction_payload(
     member_permissions: int,
     app_permissions: int,
     roles: list[int],
+    message: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An APPLICATION_COMMAND interaction (type 2) in a guild text channel, or in the bot's DM if no guild."""
+    """An interaction of type `kind` (2 command, 3 component, 5 modal submit) in a guild text channel,
+    or in the bot's DM if no guild; `message` is the message a component (or its modal) is on."""
     payload: dict[str, Any] = {
         "id": str(interaction_id),
         "application_id": str(application_id),
-        "type": 2,
-        "data": command,
+        "type": kind,
+        "data": data,
         "channel_id": str(channel_id),
         "token": token,
         "version": 1,
@@ -159,6 +169,8 @@ def interaction_payload(
         "entitlement_sku_ids": [],
         "attachment_size_limit": attachment_size_limit,
     }
+    if message is not None:
+        payload["message"] = message
     if guild_id is None:
         payload.update(
             user=user,
@@ -191,6 +203,57 @@ def interaction_payload(
         authorizing_integration_owners={"0": str(guild_id)},
     )
     return payload
+
+
+def walk_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every component of a message, nested ones (rows, sections' accessories, containers) included."""
+    found = []
+    for component in components:
+        found.append(component)
+        found += walk_components(component.get("components") or [])
+        found += walk_components([component["accessory"]] if component.get("accessory") else [])
+    return found
+
+
+def component_data(
+    message: dict[str, Any], custom_id: str, component_type: int, values: list[str] | None
+) -> dict[str, Any]:
+    """`data` of a MESSAGE_COMPONENT interaction; raise ValueError for what no user could click on `message`."""
+    component = next((c for c in walk_components(message["components"]) if c.get("custom_id") == custom_id), None)
+    if component is None or component["type"] != component_type or component.get("disabled"):
+        state = "missing" if component is None else f"type {component['type']}, disabled={component.get('disabled')}"
+        raise ValueError(f"no enabled component {custom_id!r} of type {component_type} on the message ({state})")
+    data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
+    if component_type == 2:
+        return data
+    data["values"] = list(values or [])
+    options = {o["value"] for o in component.get("options") or []}
+    lowest, highest = component.get("min_values", 1), component.get("max_values", 1)
+    if not lowest <= len(data["values"]) <= highest or (component_type == 3 and not set(data["values"]) <= options):
+        raise ValueError(f"values {data['values']} cannot be chosen in {custom_id!r}")
+    return data
+
+
+def modal_submit_data(custom_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """`data` of a MODAL_SUBMIT interaction: one action row per text input, ids numbered as Discord does."""
+    rows = [
+        {"type": 1, "id": 2 * n + 1, "components": [{"type": 4, "id": 2 * n + 2, "custom_id": key, "value": value}]}
+        for n, (key, value) in enumerate(fields.items())
+    ]
+    return {"custom_id": custom_id, "components": rows}
+
+
+def check_modal(data: dict[str, Any]) -> None:
+    """A MODAL callback's `data`: a custom_id, a title (up to 45) and 1 to 5 top-level components."""
+    for key, limit in (("custom_id", 100), ("title", 45)):
+        value = data.get(key)
+        if not isinstance(value, str) or not value:
+            raise form_error(f"data.{key}", "BASE_TYPE_REQUIRED", "This field is required")
+        if len(value) > limit:
+            raise form_error(f"data.{key}", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+    components = data.get("components")
+    if not isinstance(components, list) or not 1 <= len(components) <= 5:
+        raise form_error("data.components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
 
 
 def parse_multipart(body: bytes, content_type: str) -> tuple[Any, list[UploadedFile]]:
