@@ -27,6 +27,14 @@ TOKEN_MARGIN = timedelta(seconds=30)
 TOKEN_LIFETIME = timedelta(minutes=15)
 
 
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral answer: only the member who asked sees it."""
+    if interaction.response.is_done():
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
 def token_is_dead(error: discord.HTTPException) -> bool:
     return error.code in DEAD_TOKEN_CODES
 
@@ -64,17 +72,19 @@ class Placeholder:
             return None
         return self._client.get_partial_messageable(self.channel_id).get_partial_message(self.message_id)
 
-    async def _edit_by_token(self, embed: discord.Embed, files: list[discord.File] | None = None) -> bool:
+    async def _edit_by_token(
+        self, embed: discord.Embed, view: discord.ui.View | None, files: list[discord.File] | None = None
+    ) -> bool:
         """Edit through the interaction token; False when it is (or just turned out) dead."""
         if not self.token_alive:
             return False
         assert self._webhook is not None and self.message_id is not None
         try:
             if files is None:
-                await self._webhook.edit_message(self.message_id, embed=embed, allowed_mentions=NO_MENTIONS)
+                await self._webhook.edit_message(self.message_id, embed=embed, view=view, allowed_mentions=NO_MENTIONS)
             else:
                 await self._webhook.edit_message(
-                    self.message_id, embed=embed, attachments=files, allowed_mentions=NO_MENTIONS
+                    self.message_id, embed=embed, attachments=files, view=view, allowed_mentions=NO_MENTIONS
                 )
         except discord.HTTPException as error:
             if not token_is_dead(error):
@@ -83,19 +93,19 @@ class Placeholder:
             return False
         return True
 
-    async def edit(self, embed: discord.Embed) -> None:
-        """Show a progress or failure embed on the placeholder."""
-        if await self._edit_by_token(embed):
+    async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None:
+        """Show a progress or failure embed on the placeholder, with `view`'s buttons or none."""
+        if await self._edit_by_token(embed, view):
             return
         message = self._by_bot_token()
         if message is not None:
-            await message.edit(embed=embed, allowed_mentions=NO_MENTIONS)
+            await message.edit(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
 
     async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce."""
-        if await self._edit_by_token(embed, discord_files(outputs.files)):
+        if await self._edit_by_token(embed, None, discord_files(outputs.files)):
             return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")

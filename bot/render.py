@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 import discord
 
 from bot.jobs.outputs import OutputFile, PreparedOutputs
-from bot.jobs.progress import Stage
+from bot.jobs.progress import LIVE_POSITIONS, Stage, Status
 from bot.params import ImagineParams
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction
@@ -41,16 +41,32 @@ def _options_line(params: ImagineParams) -> str:
     )
 
 
-def placeholder_embed(params: ImagineParams, stage: Stage, *, since: datetime | None = None) -> discord.Embed:
-    status = _STAGE_TEXT[stage]
-    if since is not None and stage is not Stage.QUEUED:
+def placeholder_embed(params: ImagineParams, status: Status | Stage, *, since: datetime | None = None) -> discord.Embed:
+    status = status if isinstance(status, Status) else Status(status)
+    text = _STAGE_TEXT[status.stage]
+    if status.stage is Stage.QUEUED:
+        text = _queue_text(status)
+    elif since is not None:
         # A relative timestamp ticks in every client without the bot editing the message.
-        status += f" · started {discord.utils.format_dt(since, 'R')}"
+        text += f" · started {discord.utils.format_dt(since, 'R')}"
     embed = discord.Embed(title="Imagining…", description=quote_prompt(params.prompt), colour=BRAND)
     embed.add_field(name="Options", value=_options_line(params), inline=False)
-    embed.add_field(name="Status", value=status, inline=False)
+    embed.add_field(name="Status", value=text, inline=False)
     embed.set_footer(text=MODEL_NAME)
     return embed
+
+
+def _queue_text(status: Status) -> str:
+    if status.resumes_at is not None:
+        when = discord.utils.format_dt(datetime.fromtimestamp(status.resumes_at, UTC), "R")
+        return f"⏳ **Queued** · WaveSpeed asked us to slow down; trying again {when}"
+    if status.position == 1:
+        return "⏳ **Queued** · next in line"
+    if status.position is not None and status.position > LIVE_POSITIONS:
+        return f"⏳ **Queued** · more than {LIVE_POSITIONS} requests ahead"
+    if status.position is not None:
+        return f"⏳ **Queued** · #{status.position} in line"
+    return _STAGE_TEXT[Stage.QUEUED]
 
 
 def _flag_note(outputs: PreparedOutputs) -> str | None:
@@ -115,6 +131,13 @@ def explain(error: BaseException) -> str:
 def delivered_elsewhere_embed(params: ImagineParams, jump_url: str) -> discord.Embed:
     embed = discord.Embed(title="✨ Imagined", description=quote_prompt(params.prompt, 500), colour=DONE)
     embed.add_field(name="Status", value=f"Finished. The images are in [a new message]({jump_url}).")
+    return embed
+
+
+def cancelled_embed(params: ImagineParams, *, by: str) -> discord.Embed:
+    embed = discord.Embed(title="Cancelled", description=quote_prompt(params.prompt, 500), colour=FAILED)
+    embed.add_field(name="Status", value=f"Cancelled by {by} before it started. Nothing was charged.", inline=False)
+    embed.set_footer(text=MODEL_NAME)
     return embed
 
 

@@ -54,6 +54,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_events_by_job ON job_events (job_id, id);
     """,
+    # v3: the fair queue's order survives restarts; usage is counted per member and per server.
+    """
+    ALTER TABLE jobs ADD COLUMN queue_tag REAL;
+    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
+    CREATE INDEX jobs_by_guild ON jobs (guild_id, created_at);
+    """,
 )
 
 

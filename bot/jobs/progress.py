@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,26 @@ def stage_for_status(status: str) -> Stage:
     return Stage.PROCESSING if status == "processing" else Stage.SUBMITTED
 
 
+# Past this many jobs ahead, the placeholder says "more than N ahead" instead of a number that
+# would need an edit every time the queue moves.
+LIVE_POSITIONS = 20
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a placeholder shows while the job is not finished."""
+
+    stage: Stage
+    position: int | None = None  # 1 = next to start; LIVE_POSITIONS + 1 stands for "further back"
+    resumes_at: float | None = None  # unix time WaveSpeed's back-pressure ends, while paused
+
+    @classmethod
+    def waiting(cls, position: int, resumes_at: float | None = None) -> Status:
+        return cls(Stage.QUEUED, min(position, LIVE_POSITIONS + 1), resumes_at)
+
+
 class ProgressReporter:
-    """Shows the latest stage on the placeholder.
+    """Shows the latest status on the placeholder.
 
     `update()` returns at once; a background task makes the edit, waiting out the rest of
     `min_interval` since the previous one and skipping stages that were overtaken meanwhile.
@@ -30,20 +49,20 @@ class ProgressReporter:
     so a stale progress edit can never land after the result.
     """
 
-    def __init__(self, show: Callable[[Stage], Awaitable[None]], *, min_interval: float = 1.5) -> None:
+    def __init__(self, show: Callable[[Status], Awaitable[None]], *, min_interval: float = 1.5) -> None:
         self._show = show
         self._min_interval = min_interval
-        self._latest: Stage | None = None
-        self._shown: Stage | None = Stage.QUEUED  # the initial response already says "Queued"
+        self._latest: Status | None = None
+        self._shown: Status | None = Status(Stage.QUEUED)  # the initial response already says "Queued"
         self._last_edit = float("-inf")
         self._worker: asyncio.Task[None] | None = None
         self._editing = False
         self._closed = False
 
-    def update(self, stage: Stage) -> None:
+    def update(self, status: Status | Stage) -> None:
         if self._closed:
             return
-        self._latest = stage
+        self._latest = status if isinstance(status, Status) else Status(status)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="placeholder-progress")
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -22,10 +23,11 @@ import discord
 
 from bot import render
 from bot.jobs.outputs import PreparedOutputs, prepare_outputs
-from bot.jobs.progress import ProgressReporter, Stage, stage_for_status
-from bot.jobs.store import JobRecord, JobState, JobStore
+from bot.jobs.progress import ProgressReporter, Stage, Status, stage_for_status
+from bot.jobs.queue import FairQueue, LeftQueueError
+from bot.jobs.store import InvalidTransitionError, JobRecord, JobState, JobStore
 from bot.wavespeed.client import WaveSpeedClient
-from bot.wavespeed.errors import ConnectionFailedError, MalformedResponseError, WaveSpeedError
+from bot.wavespeed.errors import ConnectionFailedError, MalformedResponseError, RateLimitedError, WaveSpeedError
 from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,21 @@ class UnconfirmedSubmitError(WaveSpeedError):
 class Target(Protocol):
     """Where a job shows its progress and result (the Discord placeholder, in production)."""
 
-    async def edit(self, embed: discord.Embed) -> None: ...
+    async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None: ...
 
     async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None: ...
+
+
+@dataclass
+class _Run:
+    """One job while its task runs."""
+
+    job: JobRecord
+    target: Target
+    progress: ProgressReporter
+    since: datetime | None = None  # when it was submitted: the placeholder's clock
+    holding: bool = False  # holds one of the queue's slots
+    cancelled: bool = False  # by the member, while it waited
 
 
 class JobRunner:
@@ -66,6 +80,7 @@ class JobRunner:
         timeout: float,
         max_concurrent: int = 3,
         progress_interval: float = 1.5,
+        waiting_view: Callable[[int], discord.ui.View | None] = lambda job_id: None,
     ) -> None:
         self._client = client
         self._jobs = jobs
@@ -73,8 +88,12 @@ class JobRunner:
         self._model = model
         self._timeout = timeout
         self._progress_interval = progress_interval
-        self._slots = asyncio.Semaphore(max_concurrent)  # FIFO: waiters are served in order
+        self._waiting_view = waiting_view
+        self.queue = FairQueue(max_concurrent, on_change=self._queue_changed)
+        self._runs: dict[int, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._positions_pending = False
+        self._limited_streak = 0  # consecutive 429s on submit
         self.accepting = True
 
     @property
@@ -88,17 +107,33 @@ class JobRunner:
         return task
 
     async def recover(self) -> int:
-        """Pick up every unfinished job, oldest first. Returns how many were resumed."""
-        resumed = 0
+        """Pick up every unfinished job, oldest first; the queue keeps its order. Returns how many."""
+        unfinished = []
         for job in await self._jobs.unfinished():
             if job.state is S.QUEUED and job.message_id is None:
                 # The bot stopped before answering the interaction: the member saw it fail.
                 await self._jobs.transition(job.id, S.FAILED, detail="never answered", outcome="not answered")
-                continue
+            else:
+                unfinished.append(job)
+        self.queue.restore([j.queue_tag for j in unfinished if j.queue_tag is not None and j.state is S.QUEUED])
+        for job in unfinished:
             log.info("resuming job %s from %s", job.id, job.state)
             self.start(job)
-            resumed += 1
-        return resumed
+        return len(unfinished)
+
+    async def cancel(self, job_id: int) -> JobRecord | None:
+        """Take a waiting job out of the queue (nothing was sent). None if it has started or ended."""
+        run = self._runs.get(job_id)
+        if run is not None:
+            if run.holding or run.job.state is not S.QUEUED:
+                return None
+            run.cancelled = True  # seen by its task before it could submit
+            self.queue.remove(job_id)
+            await run.progress.close()  # no position edit may land after the cancellation
+        try:
+            return await self._jobs.transition(job_id, S.CANCELLED, outcome="cancelled", finished_at=time.time())
+        except InvalidTransitionError:
+            return None
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop taking jobs, give running ones `grace` seconds to finish, then pause the rest."""
@@ -116,81 +151,142 @@ class JobRunner:
             remaining = max(RESUME_MINIMUM, self._timeout - (time.time() - job.submitted_at))
         return asyncio.get_running_loop().time() + remaining
 
+    async def _show(self, run: _Run, status: Status) -> None:
+        view = self._waiting_view(run.job.id) if status.stage is Stage.QUEUED else None
+        await run.target.edit(render.placeholder_embed(run.job.params, status, since=run.since), view=view)
+
+    def _queue_changed(self) -> None:
+        """Positions moved: refresh the waiting placeholders once per loop iteration, not per change."""
+        if not self._positions_pending:
+            self._positions_pending = True
+            asyncio.get_running_loop().call_soon(self._show_positions)
+
+    def _show_positions(self) -> None:
+        self._positions_pending = False
+        loop = asyncio.get_running_loop()
+        resumes_at = time.time() + (self.queue.paused_until - loop.time()) if self.queue.paused else None
+        for position, waiting in enumerate(self.queue.order(), start=1):
+            run = self._runs.get(waiting.job_id)
+            if run is not None:
+                run.progress.update(Status.waiting(position, resumes_at))
+
+    def _release(self, run: _Run) -> None:
+        if run.holding:
+            run.holding = False
+            self.queue.release()
+
     async def _run(self, job: JobRecord) -> None:
         target = self._targets(job)
-        progress: ProgressReporter | None = None
+        run = _Run(job, target, ProgressReporter(lambda s: self._show(run, s), min_interval=self._progress_interval))
+        if job.submitted_at is not None:
+            run.since = datetime.fromtimestamp(job.submitted_at, UTC)
+        self._runs[job.id] = run
         try:
-            async with self._slots:
-                # The clock starts when the job leaves the queue (or when it was submitted, if resumed).
-                since = datetime.fromtimestamp(job.submitted_at or time.time(), UTC)
-
-                async def show(stage: Stage) -> None:
-                    await target.edit(render.placeholder_embed(job.params, stage, since=since))
-
-                progress = ProgressReporter(show, min_interval=self._progress_interval)
-                job = await self._advance(job, target, progress)
+            await self._advance(run)
+        except (LeftQueueError, InvalidTransitionError) as error:
+            # Cancelled by a member (the button has answered already), possibly before this task ran.
+            log.info("job %s left the queue: %s", job.id, error)
+            await run.progress.close()
         except asyncio.CancelledError:
-            if progress is not None:
-                await progress.close()
-            await _last_edit(target.edit(render.paused_embed(job.params, prediction_id=job.prediction_id)))
+            self.queue.remove(job.id)
+            await run.progress.close()
+            view = self._waiting_view(job.id) if run.job.state is S.QUEUED else None
+            paused = render.paused_embed(job.params, prediction_id=run.job.prediction_id)
+            await _last_edit(target.edit(paused, view=view))
             raise
         except Exception as error:
-            if progress is not None:
-                await progress.close()
-            current = await self._jobs.get(job.id)
-            if isinstance(error, WaveSpeedError):
-                log.warning(
-                    "job %s failed (prediction %s): %s: %s", job.id, current.prediction_id, type(error).__name__, error
-                )
-            else:
-                log.exception("job %s failed (prediction %s)", job.id, current.prediction_id)
-            await _last_edit(target.edit(render.failure_embed(job.params, error, prediction_id=current.prediction_id)))
-            state = S.UNCONFIRMED if isinstance(error, UnconfirmedSubmitError) else S.FAILED
-            outcome = type(error).__name__
-            await self._jobs.transition(
-                job.id, state, detail=str(error)[:200], outcome=outcome, finished_at=time.time()
-            )
+            await run.progress.close()
+            await self._fail(run, error)
+        finally:
+            self._release(run)
+            self._runs.pop(job.id, None)
 
-    async def _advance(self, job: JobRecord, target: Target, progress: ProgressReporter) -> JobRecord:
-        if job.state is S.SUBMITTING:
-            raise UnconfirmedSubmitError(f"job {job.id} was being submitted when the bot stopped")
-        deadline = self._deadline(job)
-        if job.state is S.QUEUED:
-            job = await self._submit(job, deadline)
-            progress.update(Stage.SUBMITTED)
+    async def _fail(self, run: _Run, error: Exception) -> None:
+        job = run.job
+        if isinstance(error, WaveSpeedError):
+            name = type(error).__name__
+            log.warning("job %s failed (prediction %s): %s: %s", job.id, job.prediction_id, name, error)
+        else:
+            log.exception("job %s failed (prediction %s)", job.id, job.prediction_id, exc_info=error)
+        await _last_edit(run.target.edit(render.failure_embed(job.params, error, prediction_id=job.prediction_id)))
+        state = S.UNCONFIRMED if isinstance(error, UnconfirmedSubmitError) else S.FAILED
+        outcome = type(error).__name__
+        await self._jobs.transition(job.id, state, detail=str(error)[:200], outcome=outcome, finished_at=time.time())
+
+    async def _advance(self, run: _Run) -> None:
+        if run.job.state is S.SUBMITTING:
+            raise UnconfirmedSubmitError(f"job {run.job.id} was being submitted when the bot stopped")
+        if run.job.state is S.QUEUED:
+            await self._queue_and_submit(run)
+        else:  # resumed: it is running on WaveSpeed already
+            self.queue.occupy()
+            run.holding = True
 
         async def on_update(prediction: Prediction) -> None:
-            progress.update(stage_for_status(prediction.status))
+            run.progress.update(stage_for_status(prediction.status))
 
-        assert job.prediction_id is not None
-        prediction = await self._client.wait(job.prediction_id, deadline=deadline, on_update=on_update)
-        if job.state is S.SUBMITTED:
-            job = await self._jobs.transition(job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
-        outputs = await prepare_outputs(self._client, prediction, file_limit=job.file_limit)
-        await progress.close()
-        job = await self._jobs.transition(job.id, S.DELIVERING, detail=f"{len(outputs.files)} files")
-        sent = await self._deliver(job, target, prediction, outputs)
-        job = await self._jobs.transition(
-            job.id,
+        assert run.job.prediction_id is not None
+        deadline = self._deadline(run.job)
+        prediction = await self._client.wait(run.job.prediction_id, deadline=deadline, on_update=on_update)
+        self._release(run)  # WaveSpeed is done with it: the next job may start
+        if run.job.state is S.SUBMITTED:
+            run.job = await self._jobs.transition(run.job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
+        outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
+        await run.progress.close()
+        run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(outputs.files)} files")
+        sent = await self._deliver(run.job, run.target, prediction, outputs)
+        run.job = await self._jobs.transition(
+            run.job.id,
             S.DELIVERED,
             result_message_id=sent.id if sent else None,
             finished_at=time.time(),
             outcome="delivered",
         )
-        log.info("job %s delivered (prediction %s, %d files)", job.id, job.prediction_id, len(outputs.files))
-        return job
+        log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(outputs.files))
 
-    async def _submit(self, job: JobRecord, deadline: float) -> JobRecord:
-        job = await self._jobs.transition(job.id, S.SUBMITTING)
-        try:
-            prediction_id = await self._client.submit(self._model, job.params.api_input(), deadline=deadline)
-        except (ConnectionFailedError, MalformedResponseError) as error:
-            # Sent, but no readable answer: the task may exist and be billed.
-            if getattr(error, "sent", True):
-                raise UnconfirmedSubmitError(str(error)) from None
-            raise
-        log.info("job %s submitted as prediction %s", job.id, prediction_id)
-        return await self._jobs.transition(job.id, S.SUBMITTED, prediction_id=prediction_id, submitted_at=time.time())
+    async def _queue_and_submit(self, run: _Run) -> None:
+        """Wait for a turn, then submit. A 429 puts the job back at the head of the line."""
+        limited_since: float | None = None
+        while True:
+            if run.job.queue_tag is None:
+                tag = self.queue.tag_for(run.job.user_id)
+                run.job = await self._jobs.transition(run.job.id, S.QUEUED, detail="enqueued", queue_tag=tag)
+            assert run.job.queue_tag is not None
+            if run.cancelled:
+                raise LeftQueueError(run.job.id)
+            await self.queue.add(run.job.id, run.job.user_id, run.job.queue_tag)
+            run.holding = True
+            if run.cancelled:  # pressed between its turn coming and this task waking up
+                raise LeftQueueError(run.job.id)
+            run.job = await self._jobs.transition(run.job.id, S.SUBMITTING)
+            deadline = self._deadline(run.job)
+            try:
+                prediction_id = await self._client.submit(
+                    self._model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
+                )
+            except RateLimitedError as error:
+                # WaveSpeed took nothing: back-pressure. Everyone waits; this job keeps its place.
+                limited_since = limited_since or time.monotonic()
+                self._release(run)
+                run.job = await self._jobs.transition(run.job.id, S.QUEUED, detail="rate limited")
+                if time.monotonic() - limited_since > self._timeout:
+                    raise
+                self._limited_streak += 1
+                self.queue.pause(error.retry_after or min(60.0, 2.0**self._limited_streak))
+                continue
+            except (ConnectionFailedError, MalformedResponseError) as error:
+                # Sent, but no readable answer: the task may exist and be billed.
+                if getattr(error, "sent", True):
+                    raise UnconfirmedSubmitError(str(error)) from None
+                raise
+            self._limited_streak = 0
+            log.info("job %s submitted as prediction %s", run.job.id, prediction_id)
+            run.job = await self._jobs.transition(
+                run.job.id, S.SUBMITTED, prediction_id=prediction_id, submitted_at=time.time()
+            )
+            run.since = datetime.fromtimestamp(run.job.submitted_at or time.time(), UTC)
+            run.progress.update(Stage.SUBMITTED)
+            return
 
     async def _deliver(
         self, job: JobRecord, target: Target, prediction: Prediction, outputs: PreparedOutputs

@@ -2,8 +2,9 @@
 
     queued ──► submitting ──► submitted ──► completed ──► delivering ──► delivered
       │            │              │             │              │
-      └────────────┴──► failed ◄──┴─────────────┴──────────────┘
-                   └──► unconfirmed   (the POST may have reached WaveSpeed: never re-sent)
+      ├────────────┴──► failed ◄──┴─────────────┴──────────────┘
+      │            └──► unconfirmed   (the POST may have reached WaveSpeed: never re-sent)
+      └──► cancelled  (by the member, while it waited: nothing was sent)
 
 Each transition is checked against TRANSITIONS, written with its event in one transaction, and
 refused when the job is not in the state the caller expects. A job that ends loses its interaction
@@ -34,12 +35,13 @@ class JobState(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     UNCONFIRMED = "unconfirmed"
+    CANCELLED = "cancelled"
 
 
 S = JobState
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # queued -> queued records a fact without moving on (the placeholder was posted).
-    S.QUEUED: frozenset({S.QUEUED, S.SUBMITTING, S.FAILED}),
+    S.QUEUED: frozenset({S.QUEUED, S.SUBMITTING, S.FAILED, S.CANCELLED}),
     # submitting -> queued: WaveSpeed provably refused it (429), so it may wait and go again.
     S.SUBMITTING: frozenset({S.SUBMITTED, S.QUEUED, S.FAILED, S.UNCONFIRMED}),
     S.SUBMITTED: frozenset({S.COMPLETED, S.FAILED}),
@@ -48,11 +50,21 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.DELIVERED: frozenset(),
     S.FAILED: frozenset(),
     S.UNCONFIRMED: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 TERMINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
 # Columns a transition may set besides the state.
 FIELDS = frozenset(
-    {"prediction_id", "message_id", "result_message_id", "submitted_at", "finished_at", "inference_ms", "outcome"}
+    {
+        "prediction_id",
+        "message_id",
+        "result_message_id",
+        "submitted_at",
+        "finished_at",
+        "inference_ms",
+        "outcome",
+        "queue_tag",
+    }
 )
 
 
@@ -85,6 +97,7 @@ class JobRecord(NewJob):
     inference_ms: int | None = None
     outcome: str | None = None
     updated_at: float = 0.0
+    queue_tag: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -104,6 +117,10 @@ class JobStore:
         self._db = db
         self._db.row_factory = aiosqlite.Row
         self._lock = asyncio.Lock()  # a transition reads then writes: one at a time
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        return self._db
 
     async def create(self, job: NewJob) -> JobRecord:
         now = time.time()

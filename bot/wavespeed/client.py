@@ -138,8 +138,11 @@ class WaveSpeedClient:
         return float(min(self._max_backoff, 0.5 * 2**attempt) * self._rng.uniform(0.5, 1.0))
 
     # -- the API ----------------------------------------------------------------------------------
-    async def submit(self, model: str, payload: Mapping[str, Any], *, deadline: float) -> str:
-        """POST the task; return its prediction id. Raises a WaveSpeedError."""
+    async def submit(
+        self, model: str, payload: Mapping[str, Any], *, deadline: float, retry_rate_limits: bool = True
+    ) -> str:
+        """POST the task; return its prediction id. Raises a WaveSpeedError. With `retry_rate_limits`
+        off, a 429 is raised at once so that a caller with a queue can hold every submission back."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -151,7 +154,7 @@ class WaveSpeedClient:
                 return self._prediction(data).id
             except RateLimitedError as error:  # the API did not take it
                 delay = self._backoff(attempt, error.retry_after)
-                if loop.time() + delay > deadline:
+                if not retry_rate_limits or loop.time() + delay > deadline:
                     raise
             except ConnectionFailedError as error:
                 if error.sent:  # it may have arrived: never send it twice
