@@ -13,7 +13,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.cancel import CancelButton, cancel_view
 from bot.cogs.imagine import ImagineCog, on_tree_error
+from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.delivery import Placeholder
 from bot.jobs.runner import JobRunner
@@ -45,20 +47,33 @@ class ImagineBot(commands.Bot):
             model=settings.wavespeed_model,
             timeout=settings.job_timeout_seconds,
             max_concurrent=settings.max_concurrent_jobs,
+            waiting_view=cancel_view,
         )
+        self.settings = settings
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days
         self.commands_synced: list[str] = []
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.add_cog(ImagineCog(self.runner, self.jobs))
+        await self.add_cog(ImagineCog(self.runner, self.jobs, limits=self.settings.limits, access=self.settings.access))
+        await self.add_cog(
+            UsageCog(self.jobs, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
+        )
+        self._set_contexts()
+        self.add_dynamic_items(CancelButton)  # works on placeholders posted before a restart
         self.tree.error(on_tree_error)
         self.commands_synced = await sync_commands_if_changed(self.tree, self.store, self.guild_ids)
         resumed = await self.runner.recover()
         if resumed:
             log.info("resumed %d unfinished job(s) from the last run", resumed)
         self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-jobs")
+
+    def _set_contexts(self) -> None:
+        """Offer the commands in DMs only when ALLOW_DMS is on (a change re-syncs: it is in the hash)."""
+        contexts = app_commands.AppCommandContext(guild=True, dm_channel=self.settings.allow_dms)
+        for command in self.tree.get_commands():
+            command.allowed_contexts = contexts
 
     async def _prune_daily(self) -> None:
         while True:

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.limits import Access, Limits
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -32,6 +34,17 @@ class Settings(BaseSettings):
     # Docker's `stop` waits 10 s before SIGKILL: finish within that by default.
     shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)
     job_retention_days: float = Field(default=30.0, gt=0, le=3650)
+
+    # Cost control, in images; 0 turns a limit off.
+    user_max_active_images: int = Field(default=8, ge=0)
+    user_window_images: int = Field(default=20, ge=0)
+    user_window_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    guild_daily_images: int = Field(default=200, ge=0)
+    global_daily_images: int = Field(default=1000, ge=0)
+    price_per_image: float = Field(default=0.04, ge=0)
+    allowed_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    allow_dms: bool = False
     log_level: LogLevel = "INFO"
 
     @field_validator("wavespeed_base_url", "discord_api_url")
@@ -55,7 +68,7 @@ class Settings(BaseSettings):
             raise ValueError("only SQLite is supported: use sqlite:///path/to/file.db")
         return value
 
-    @field_validator("discord_guild_ids", mode="before")
+    @field_validator("discord_guild_ids", "allowed_guild_ids", "allowed_user_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -66,6 +79,20 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            user_active_images=self.user_max_active_images,
+            user_window_images=self.user_window_images,
+            user_window_seconds=self.user_window_minutes * 60,
+            guild_daily_images=self.guild_daily_images,
+            global_daily_images=self.global_daily_images,
+        )
+
+    @property
+    def access(self) -> Access:
+        return Access(frozenset(self.allowed_guild_ids), frozenset(self.allowed_user_ids), self.allow_dms)
 
     @property
     def database_path(self) -> str:

@@ -86,7 +86,15 @@ class RunningBot:
         await asyncio.wait_for(self.task, START_TIMEOUT)
 
 
-INTERACTION_KWARGS = {"user_id", "guild_id", "channel_id", "channel_nsfw", "created_at", "attachment_size_limit"}
+INTERACTION_KWARGS = {
+    "user_id",
+    "guild_id",
+    "channel_id",
+    "channel_nsfw",
+    "created_at",
+    "attachment_size_limit",
+    "member_permissions",
+}
 
 
 @pytest.fixture

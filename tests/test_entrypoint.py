@@ -41,8 +41,9 @@ async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
         assert len(syncs()) == 1, run
     [sync] = syncs()
     assert sync.path == f"/applications/{discord_fake.application_id}/guilds/111111111111111111/commands"
-    [command] = sync.json
-    assert command["name"] == "imagine"
+    assert sorted(c["name"] for c in sync.json) == ["imagine", "usage"]
+    [command] = [c for c in sync.json if c["name"] == "imagine"]
+    assert command["contexts"] == [0]  # servers only: ALLOW_DMS is off by default
     options = {o["name"]: o for o in command["options"]}
     assert list(options) == ["prompt", "aspect_ratio", "num_images", "seed", "guidance_scale", "safety_tolerance"]
     assert all(o["description"] for o in options.values())

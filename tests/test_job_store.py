@@ -80,7 +80,7 @@ async def test_fields_outside_the_job_are_refused(jobs: JobStore):
 def test_every_state_can_fail_or_is_terminal():
     """No state can trap a job: each unfinished one has a way to fail."""
     assert all(S.FAILED in targets for state, targets in TRANSITIONS.items() if state not in TERMINAL)
-    assert {S.DELIVERED, S.FAILED, S.UNCONFIRMED} == TERMINAL
+    assert {S.DELIVERED, S.FAILED, S.UNCONFIRMED, S.CANCELLED} == TERMINAL
 
 
 async def test_unfinished_jobs_come_back_oldest_first(jobs: JobStore):
@@ -110,14 +110,27 @@ async def test_prune_deletes_only_old_finished_jobs_and_their_events(jobs: JobSt
         await jobs.get(old_done.id)
 
 
-async def test_migrates_a_database_from_the_previous_schema_version(tmp_path):
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+async def test_migrates_a_database_from_an_earlier_schema_version(tmp_path, version):
     path = str(tmp_path / "bot.db")
-    async with aiosqlite.connect(path) as raw:  # what the bot before durable jobs left behind
-        await raw.executescript(f"{MIGRATIONS[0]} PRAGMA user_version = 1;")
+    async with aiosqlite.connect(path) as raw:  # what an earlier bot left behind
+        for script in MIGRATIONS[:version]:
+            await raw.executescript(script)
+        await raw.execute(f"PRAGMA user_version = {version}")
         await raw.execute("INSERT INTO meta (key, value) VALUES ('commands:1:global', 'abc')")
+        if version >= 2:  # a job in flight when that bot stopped
+            await raw.execute(
+                "INSERT INTO jobs (interaction_id, interaction_token, application_id, user_id, created_at, params,"
+                " file_limit, state, prediction_id, updated_at) VALUES (1, 't', 2, 3, 0, ?, 10, 'submitted', 'p', 0)",
+                ('{"prompt": "old", "seed": 5}',),
+            )
         await raw.commit()
     async with await Store.open(path) as store:
-        assert await store.schema_version() == len(MIGRATIONS) >= 2
+        assert await store.schema_version() == len(MIGRATIONS)
         assert await store.get_meta("commands:1:global") == "abc"  # kept: no needless command re-sync
-        job = await JobStore(store.db).create(new_job(1))
-        assert job.id == 1
+        jobs = JobStore(store.db)
+        if version >= 2:
+            [old] = await jobs.unfinished()
+            assert (old.state, old.prediction_id, old.params.prompt, old.queue_tag) == (S.SUBMITTED, "p", "old", None)
+        job = await jobs.create(new_job(1))
+        assert job.state is S.QUEUED

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.delivery import NO_MENTIONS
+from bot.cogs.cancel import cancel_view
+from bot.delivery import NO_MENTIONS, reply_privately
 from bot.jobs.progress import Stage
 from bot.jobs.runner import JobRunner
-from bot.jobs.store import JobState, JobStore, NewJob
+from bot.jobs.store import InvalidTransitionError, JobState, JobStore, NewJob
+from bot.jobs.usage import usage_for
+from bot.limits import Access, Limits, check
 from bot.params import (
     ASPECT_RATIOS,
     DEFAULT_GUIDANCE,
@@ -45,10 +50,21 @@ _TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4"
 
 
 class ImagineCog(commands.Cog):
-    def __init__(self, runner: JobRunner, jobs: JobStore, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        jobs: JobStore,
+        *,
+        limits: Limits,
+        access: Access,
+        rng: random.Random | None = None,
+    ) -> None:
         self._runner = runner
         self._jobs = jobs
+        self._limits = limits
+        self._access = access
         self._rng = rng or random.SystemRandom()
+        self._admission = asyncio.Lock()  # count-then-create, one request at a time
 
     @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
     @app_commands.describe(
@@ -75,9 +91,11 @@ class ImagineCog(commands.Cog):
         safety_tolerance: str | None = None,
     ) -> None:
         if not self._runner.accepting:
-            await interaction.response.send_message(
-                "⏳ The bot is restarting. Try again in a moment.", ephemeral=True, allowed_mentions=NO_MENTIONS
-            )
+            await reply_privately(interaction, "⏳ The bot is restarting. Try again in a moment.")
+            return
+        refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
+        if refused is not None:
+            await reply_privately(interaction, f"⛔ {refused.message}")
             return
         try:
             params = validate(
@@ -90,24 +108,41 @@ class ImagineCog(commands.Cog):
                 rng=self._rng,
             )
         except InvalidOptionError as error:
-            await interaction.response.send_message(
-                f"⚠️ {error} Nothing was sent to the image service.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
-            )
+            await reply_privately(interaction, f"⚠️ {error} Nothing was sent to the image service.")
             return
-        # Written down before anything is sent anywhere, so a crash from here on loses nothing.
-        job = await self._jobs.create(new_job(interaction, params))
+        async with self._admission:
+            now = time.time()
+            usage = await usage_for(
+                self._jobs.db,
+                user_id=interaction.user.id,
+                guild_id=interaction.guild_id,
+                now=now,
+                window_seconds=self._limits.user_window_seconds,
+            )
+            in_guild = interaction.guild_id is not None
+            refused = check(self._limits, usage, params.num_images, now=now, in_guild=in_guild)
+            if refused is None:
+                # Written down before anything is sent anywhere, so a crash from here on loses nothing.
+                job = await self._jobs.create(new_job(interaction, params))
+        if refused is not None:
+            log.info("user %s refused by %s", interaction.user.id, refused.limit)
+            await reply_privately(interaction, f"⛔ {refused.message} Nothing was sent to the image service.")
+            return
         try:
             response = await interaction.response.send_message(
-                embed=render.placeholder_embed(params, Stage.QUEUED), allowed_mentions=NO_MENTIONS
+                embed=render.placeholder_embed(params, Stage.QUEUED),
+                view=cancel_view(job.id),
+                allowed_mentions=NO_MENTIONS,
             )
         except discord.HTTPException:
             await self._jobs.transition(job.id, JobState.FAILED, detail="could not answer", outcome="not answered")
             raise
-        job = await self._jobs.transition(
-            job.id, JobState.QUEUED, detail="placeholder posted", message_id=response.message_id
-        )
+        try:
+            job = await self._jobs.transition(
+                job.id, JobState.QUEUED, detail="placeholder posted", message_id=response.message_id
+            )
+        except InvalidTransitionError:
+            return  # cancelled with its button before this line ran: nothing to do
         self._runner.start(job)
 
 
@@ -134,7 +169,4 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
     else:
         log.error("command failed", exc_info=error)
         message = "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."
-    if interaction.response.is_done():
-        await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
-    else:
-        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    await reply_privately(interaction, message)

@@ -1,0 +1,100 @@
+"""`/usage`: a member's own usage, limits and what is left; server totals and spend for managers."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.delivery import NO_MENTIONS
+from bot.jobs.store import JobStore
+from bot.jobs.usage import Totals, totals, usage_for
+from bot.limits import Limits, Usage, describe_window, next_utc_midnight, window_frees_at
+from bot.render import BRAND
+
+UNLIMITED = "no limit"
+
+
+def _of(used: int, limit: int) -> str:
+    return f"{used} (no limit)" if not limit else f"{used} of {limit} · {max(0, limit - used)} left"
+
+
+def _ts(at: float) -> str:
+    return discord.utils.format_dt(datetime.fromtimestamp(at, UTC), "R")
+
+
+def usage_embed(
+    limits: Limits,
+    usage: Usage,
+    mine: Totals,
+    *,
+    now: float,
+    guild: Totals | None,
+    price: float,
+    in_guild: bool,
+) -> discord.Embed:
+    """Everything counts images. `guild` is given only to members who may see the server's totals."""
+    embed = discord.Embed(title="Your image usage", colour=BRAND)
+    window = describe_window(limits.user_window_seconds)
+    lines = [
+        f"**In progress:** {_of(usage.user_active, limits.user_active_images)} at a time",
+        f"**Last {window}:** {_of(usage.user_window_total, limits.user_window_images)}",
+        f"**Today:** {mine.today} · last 30 days: {mine.last_30_days}",
+    ]
+    if limits.user_window_images and usage.user_window_total >= limits.user_window_images:
+        frees = window_frees_at(limits, usage, 1)
+        if frees is not None:
+            lines.append(f"You can ask again {_ts(frees)}.")
+    embed.add_field(name="You", value="\n".join(lines), inline=False)
+    resets = f"resets {_ts(next_utc_midnight(now))}"
+    if in_guild:
+        embed.add_field(
+            name="This server today",
+            value=f"{_of(usage.guild_today, limits.guild_daily_images)} · {resets}",
+            inline=False,
+        )
+    if guild is not None:
+        spend = [
+            f"**Today:** {guild.today} images · ${guild.today * price:,.2f}",
+            f"**Last 7 days:** {guild.last_7_days} images · ${guild.last_7_days * price:,.2f}",
+            f"**Last 30 days:** {guild.last_30_days} images · ${guild.last_30_days * price:,.2f}",
+            f"**Whole bot today:** {_of(usage.global_today, limits.global_daily_images)}",
+        ]
+        embed.add_field(name="Server totals (estimated spend)", value="\n".join(spend), inline=False)
+        embed.set_footer(text=f"Estimated at ${price:g} per image. Failed and cancelled requests cost nothing.")
+    return embed
+
+
+class UsageCog(commands.Cog):
+    def __init__(self, jobs: JobStore, *, limits: Limits, price_per_image: float) -> None:
+        self._jobs = jobs
+        self._limits = limits
+        self._price = price_per_image
+
+    @app_commands.command(name="usage", description="How many images you've made, your limits and what's left")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        now = time.time()
+        db = self._jobs.db
+        usage = await usage_for(
+            db,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            now=now,
+            window_seconds=self._limits.user_window_seconds,
+        )
+        mine = await totals(db, now=now, user_id=interaction.user.id)
+        manager = interaction.guild_id is not None and interaction.permissions.manage_guild
+        guild = await totals(db, now=now, guild_id=interaction.guild_id) if manager else None
+        embed = usage_embed(
+            self._limits,
+            usage,
+            mine,
+            now=now,
+            guild=guild,
+            price=self._price,
+            in_guild=interaction.guild_id is not None,
+        )
+        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)

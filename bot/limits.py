@@ -1,0 +1,136 @@
+"""Cost control: who may use the bot and how many images they may ask for. Pure functions.
+
+Every limit counts images (`num_images`), not commands, because images are what the host pays
+for. A job counts from the moment it is queued (so queueing cannot overshoot a budget) until it
+fails or is cancelled before WaveSpeed made anything. 0 turns a limit off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from discord.utils import format_dt
+
+
+@dataclass(frozen=True)
+class Limits:
+    user_active_images: int = 8
+    user_window_images: int = 20
+    user_window_seconds: float = 3600.0
+    guild_daily_images: int = 200
+    global_daily_images: int = 1000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What has been asked for so far, from the job store."""
+
+    user_active: int  # images queued or running for this member
+    user_window: tuple[tuple[float, int], ...]  # (created_at, images) inside the window, oldest first
+    guild_today: int  # 0 outside a server
+    global_today: int
+
+    @property
+    def user_window_total(self) -> int:
+        return sum(images for _, images in self.user_window)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    limit: str  # which setting refused
+    message: str  # for the member: which limit, and when they can go again
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may use the bot at all. Empty sets mean everyone."""
+
+    guild_ids: frozenset[int] = frozenset()
+    user_ids: frozenset[int] = frozenset()
+    allow_dms: bool = False
+
+    def refusal(self, *, guild_id: int | None, user_id: int) -> Refusal | None:
+        if guild_id is None and not self.allow_dms:
+            return Refusal("ALLOW_DMS", "I only make images in servers, not in direct messages.")
+        if guild_id is not None and self.guild_ids and guild_id not in self.guild_ids:
+            return Refusal("ALLOWED_GUILD_IDS", "This bot isn't enabled on this server. Ask the bot's host.")
+        if self.user_ids and user_id not in self.user_ids:
+            return Refusal("ALLOWED_USER_IDS", "You're not on this bot's list of members who may use it.")
+        return None
+
+
+def next_utc_midnight(now: float) -> float:
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today + timedelta(days=1)).timestamp()
+
+
+def _when(at: float) -> str:
+    return format_dt(datetime.fromtimestamp(math.ceil(at), UTC), "R")
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"
+
+
+def describe_window(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return "hour" if hours == 1 else f"{hours} hours"
+    minutes = max(1, round(seconds / 60))
+    return "minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def window_frees_at(limits: Limits, usage: Usage, images: int) -> float | None:
+    """When enough of the member's window has aged out for `images` more; None if it never will."""
+    if images > limits.user_window_images:
+        return None
+    over = usage.user_window_total + images - limits.user_window_images
+    for created_at, count in usage.user_window:
+        over -= count
+        if over <= 0:
+            return created_at + limits.user_window_seconds
+    return None
+
+
+def check(limits: Limits, usage: Usage, images: int, *, now: float, in_guild: bool) -> Refusal | None:
+    """The first limit this request would break, or None when it may go ahead."""
+    if limits.user_active_images and usage.user_active + images > limits.user_active_images:
+        return Refusal(
+            "USER_MAX_ACTIVE_IMAGES",
+            f"You already have {_images(usage.user_active)} queued or in progress, and the limit is "
+            f"{limits.user_active_images} at a time. Try again when one of them is done"
+            + (
+                f", or ask for at most {limits.user_active_images} at once."
+                if images > limits.user_active_images
+                else "."
+            ),
+        )
+    if limits.user_window_images and usage.user_window_total + images > limits.user_window_images:
+        window = describe_window(limits.user_window_seconds)
+        frees = window_frees_at(limits, usage, images)
+        then = (
+            f"You can ask for {_images(images)} again {_when(frees)}."
+            if frees
+            else (f"Ask for at most {limits.user_window_images} at once.")
+        )
+        return Refusal(
+            "USER_WINDOW_IMAGES",
+            f"You've asked for {_images(usage.user_window_total)} in the last {window}; the limit is "
+            f"{limits.user_window_images} per {window}. {then}",
+        )
+    midnight = _when(next_utc_midnight(now))
+    if in_guild and limits.guild_daily_images and usage.guild_today + images > limits.guild_daily_images:
+        return Refusal(
+            "GUILD_DAILY_IMAGES",
+            f"This server has used {usage.guild_today} of its {limits.guild_daily_images} images for today. "
+            f"The budget resets {midnight} (midnight UTC).",
+        )
+    if limits.global_daily_images and usage.global_today + images > limits.global_daily_images:
+        return Refusal(
+            "GLOBAL_DAILY_IMAGES",
+            f"The bot has reached its daily budget of {limits.global_daily_images} images. "
+            f"It resets {midnight} (midnight UTC).",
+        )
+    return None
