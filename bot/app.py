@@ -13,15 +13,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton, cancel_view
 from bot.cogs.imagine import ImagineCog, on_tree_error
+from bot.cogs.results import DeleteButton, result_view
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.delivery import Placeholder
+from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.runner import JobRunner
-from bot.jobs.store import JobStore
+from bot.jobs.store import JobRecord, JobStore
+from bot.moderation.log import ModLog, generation_entry, message_url
+from bot.moderation.policy import apply_nsfw, nsfw_mode
+from bot.moderation.settings import GuildSettingsStore
 from bot.store import Store
 from bot.wavespeed.client import WaveSpeedClient
+from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ class ImagineBot(commands.Bot):
         )
         self.store = store
         self.jobs = JobStore(store.db)
+        self.guild_settings = GuildSettingsStore(store.db)
+        self.modlog = ModLog(self, self.guild_settings)
         self.runner = JobRunner(
             wavespeed,
             self.jobs,
@@ -48,6 +57,9 @@ class ImagineBot(commands.Bot):
             timeout=settings.job_timeout_seconds,
             max_concurrent=settings.max_concurrent_jobs,
             waiting_view=cancel_view,
+            result_view=result_view,
+            review=self._review,
+            after_delivery=self._log_generation,
         )
         self.settings = settings
         self.guild_ids = tuple(settings.discord_guild_ids)
@@ -56,12 +68,22 @@ class ImagineBot(commands.Bot):
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.add_cog(ImagineCog(self.runner, self.jobs, limits=self.settings.limits, access=self.settings.access))
+        await self.add_cog(
+            ImagineCog(
+                self.runner,
+                self.jobs,
+                limits=self.settings.limits,
+                access=self.settings.access,
+                guild_settings=self.guild_settings,
+                modlog=self.modlog,
+            )
+        )
+        await self.add_cog(AdminCog(self.guild_settings))
         await self.add_cog(
             UsageCog(self.jobs, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
         )
         self._set_contexts()
-        self.add_dynamic_items(CancelButton)  # works on placeholders posted before a restart
+        self.add_dynamic_items(CancelButton, DeleteButton)  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         self.commands_synced = await sync_commands_if_changed(self.tree, self.store, self.guild_ids)
         resumed = await self.runner.recover()
@@ -69,11 +91,24 @@ class ImagineBot(commands.Bot):
             log.info("resumed %d unfinished job(s) from the last run", resumed)
         self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-jobs")
 
+    async def _review(self, job: JobRecord, outputs: PreparedOutputs) -> PreparedOutputs:
+        """The server's NSFW policy for the job's channel kind."""
+        settings = await self.guild_settings.get(job.guild_id)
+        mode = nsfw_mode(settings, age_restricted=job.channel_nsfw)
+        return apply_nsfw(outputs, mode, age_restricted=job.channel_nsfw)
+
+    async def _log_generation(
+        self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, sent: discord.Message | None
+    ) -> None:
+        url = sent.jump_url if sent else message_url(job.guild_id, job.channel_id, job.message_id)
+        await self.modlog.post(job.guild_id, generation_entry(job, prediction, outputs, url), outputs)
+
     def _set_contexts(self) -> None:
         """Offer the commands in DMs only when ALLOW_DMS is on (a change re-syncs: it is in the hash)."""
         contexts = app_commands.AppCommandContext(guild=True, dm_channel=self.settings.allow_dms)
         for command in self.tree.get_commands():
-            command.allowed_contexts = contexts
+            if command.name != "imagine-admin":  # guild-only by nature
+                command.allowed_contexts = contexts
 
     async def _prune_daily(self) -> None:
         while True:

@@ -101,11 +101,13 @@ class Placeholder:
         if message is not None:
             await message.edit(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
 
-    async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None:
+    async def deliver(
+        self, embed: discord.Embed, outputs: PreparedOutputs, *, view: discord.ui.View | None = None
+    ) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce."""
-        if await self._edit_by_token(embed, None, discord_files(outputs.files)):
+        if await self._edit_by_token(embed, view, discord_files(outputs.files)):
             return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")
@@ -127,6 +129,7 @@ class Placeholder:
                 allowed_mentions=mention_requester,
                 reference=reference,  # type: ignore[arg-type]
                 nonce=self.nonce,
+                view=view or discord.utils.MISSING,
             )
         except discord.Forbidden:
             log.warning("missing permissions in channel %s; sending the result by DM", self.channel_id)

@@ -33,7 +33,7 @@ def quote_prompt(prompt: str, limit: int = PROMPT_SHOWN) -> str:
     return "> " + shown.replace("\n", "\n> ")
 
 
-def _options_line(params: ImagineParams) -> str:
+def options_line(params: ImagineParams) -> str:
     images = f"{params.num_images} image{'s' if params.num_images > 1 else ''}"
     return (
         f"`{params.aspect_ratio}` · {images} · seed `{params.seed}` · "
@@ -50,7 +50,7 @@ def placeholder_embed(params: ImagineParams, status: Status | Stage, *, since: d
         # A relative timestamp ticks in every client without the bot editing the message.
         text += f" · started {discord.utils.format_dt(since, 'R')}"
     embed = discord.Embed(title="Imagining…", description=quote_prompt(params.prompt), colour=BRAND)
-    embed.add_field(name="Options", value=_options_line(params), inline=False)
+    embed.add_field(name="Options", value=options_line(params), inline=False)
     embed.add_field(name="Status", value=text, inline=False)
     embed.set_footer(text=MODEL_NAME)
     return embed
@@ -74,6 +74,10 @@ def _flag_note(outputs: PreparedOutputs) -> str | None:
     if not flagged:
         return None
     which = "The image was" if total == 1 else f"{flagged} of {total} images were"
+    if outputs.withheld:
+        return f"🚫 {which} flagged as possibly sensitive and withheld: this server doesn't post them here."
+    if outputs.shown_plainly:
+        return f"🔞 {which} flagged as possibly sensitive; shown without a spoiler in this age-restricted channel."
     return f"🙈 {which} flagged as possibly sensitive and {'is' if flagged == 1 else 'are'} behind a spoiler."
 
 
@@ -92,7 +96,7 @@ def _size_notes(outputs: PreparedOutputs) -> list[str]:
 
 def result_embed(params: ImagineParams, prediction: Prediction, outputs: PreparedOutputs) -> discord.Embed:
     embed = discord.Embed(title="✨ Imagined", description=quote_prompt(params.prompt), colour=DONE)
-    embed.add_field(name="Options", value=_options_line(params), inline=False)
+    embed.add_field(name="Options", value=options_line(params), inline=False)
     timing = f"{prediction.inference_ms / 1000:.1f} s" if prediction.inference_ms else "n/a"
     embed.add_field(name="Inference", value=timing, inline=True)
     embed.add_field(name="Prediction", value=f"`{prediction.id}`", inline=True)

@@ -60,6 +60,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
     CREATE INDEX jobs_by_guild ON jobs (guild_id, created_at);
     """,
+    # v4: moderation. Each server's settings as one JSON document; a job remembers whether its
+    # channel was age-restricted, since the NSFW policy depends on it at delivery (maybe after a restart).
+    """
+    CREATE TABLE guild_settings (
+        guild_id   INTEGER PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN channel_nsfw INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Protocol, cast
 
 import discord
 
 from bot import render
 from bot.delivery import NO_MENTIONS, reply_privately
-from bot.jobs.runner import JobRunner
-from bot.jobs.store import JobStore
+from bot.services import services
 
 log = logging.getLogger(__name__)
-
-
-class HasJobs(Protocol):
-    runner: JobRunner
-    jobs: JobStore
 
 
 class CancelButton(
@@ -38,7 +31,7 @@ class CancelButton(
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot = cast(HasJobs, interaction.client)
+        bot = services(interaction)
         try:
             job = await bot.jobs.get(self.job_id)
         except KeyError:

@@ -19,6 +19,9 @@ from bot.jobs.runner import JobRunner
 from bot.jobs.store import InvalidTransitionError, JobState, JobStore, NewJob
 from bot.jobs.usage import usage_for
 from bot.limits import Access, Limits, check
+from bot.moderation.log import ModLog, refusal_entry
+from bot.moderation.policy import gate_refusal, tolerance_refusal
+from bot.moderation.settings import GuildSettingsStore
 from bot.params import (
     ASPECT_RATIOS,
     DEFAULT_GUIDANCE,
@@ -57,14 +60,39 @@ class ImagineCog(commands.Cog):
         *,
         limits: Limits,
         access: Access,
+        guild_settings: GuildSettingsStore,
+        modlog: ModLog,
         rng: random.Random | None = None,
     ) -> None:
         self._runner = runner
         self._jobs = jobs
+        self._guild_settings = guild_settings
+        self._modlog = modlog
         self._limits = limits
         self._access = access
         self._rng = rng or random.SystemRandom()
         self._admission = asyncio.Lock()  # count-then-create, one request at a time
+
+    async def _moderate(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
+        """The server's own rules, checked before anything is written or sent: the refusal, or None."""
+        settings = await self._guild_settings.get(interaction.guild_id)
+        restricted = age_restricted(interaction)
+        refused = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
+        refused = refused or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
+        if refused is not None:
+            return refused
+        term = (await self._guild_settings.matcher(interaction.guild_id)).first_match(params.prompt)
+        if term is None:
+            return None
+        log.info("user %s refused by a blocked term in guild %s", interaction.user.id, interaction.guild_id)
+        entry = refusal_entry(
+            user_id=interaction.user.id,
+            channel_id=interaction.channel_id,
+            prompt=params.prompt,
+            reason=f"Blocked term: `{term.text}`{' (regex)' if term.regex else ''}",
+        )
+        await self._modlog.post(interaction.guild_id, entry)
+        return "Your prompt contains something this server doesn't allow. Rephrase it and try again."
 
     @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
     @app_commands.describe(
@@ -109,6 +137,10 @@ class ImagineCog(commands.Cog):
             )
         except InvalidOptionError as error:
             await reply_privately(interaction, f"⚠️ {error} Nothing was sent to the image service.")
+            return
+        refused_by_server = await self._moderate(interaction, params)
+        if refused_by_server is not None:
+            await reply_privately(interaction, f"⛔ {refused_by_server} Nothing was sent to the image service.")
             return
         async with self._admission:
             now = time.time()
@@ -157,7 +189,19 @@ def new_job(interaction: discord.Interaction, params: ImagineParams) -> NewJob:
         created_at=interaction.created_at.timestamp(),
         params=params,
         file_limit=interaction.filesize_limit,
+        channel_nsfw=age_restricted(interaction),
     )
+
+
+def age_restricted(interaction: discord.Interaction) -> bool:
+    is_nsfw = getattr(interaction.channel, "is_nsfw", None)  # threads answer for their parent
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def role_ids(user: discord.User | discord.Member) -> list[int]:
+    """The member's role ids as Discord sent them with the interaction (`Member.roles` would need
+    the server's role cache, which a bot without the members intent may not have)."""
+    return [int(r) for r in getattr(user, "_roles", ())]
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -43,6 +43,8 @@ class PreparedOutputs:
     links: list[OutputLink] = field(default_factory=list)
     reencoded: list[int] = field(default_factory=list)  # 1-based image numbers
     flags: list[bool] = field(default_factory=list)
+    withheld: list[int] = field(default_factory=list)  # 1-based numbers not posted (server policy)
+    shown_plainly: bool = False  # flagged outputs posted without a spoiler (age-restricted channel)
 
     @property
     def flagged_count(self) -> int:
@@ -51,7 +53,8 @@ class PreparedOutputs:
     def without_files(self, urls: list[str]) -> PreparedOutputs:
         """The same outputs as links only: the last resort when Discord refuses an upload."""
         links = [OutputLink(i, urls[i], self.flags[i]) for i in range(len(urls))]
-        return PreparedOutputs(files=[], links=links, reencoded=[], flags=self.flags)
+        links = [link for link in links if link.index + 1 not in self.withheld]
+        return PreparedOutputs(files=[], links=links, flags=self.flags, withheld=self.withheld)
 
 
 async def prepare_outputs(

@@ -54,7 +54,15 @@ class Target(Protocol):
 
     async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None: ...
 
-    async def deliver(self, embed: discord.Embed, outputs: PreparedOutputs) -> discord.Message | None: ...
+    async def deliver(
+        self, embed: discord.Embed, outputs: PreparedOutputs, *, view: discord.ui.View | None = None
+    ) -> discord.Message | None: ...
+
+
+# The server's NSFW policy applied to the outputs before they are posted.
+Review = Callable[[JobRecord, PreparedOutputs], Awaitable[PreparedOutputs]]
+# Side effects once delivered (the moderation log): the job, the prediction, every output, the new message.
+AfterDelivery = Callable[[JobRecord, Prediction, PreparedOutputs, "discord.Message | None"], Awaitable[None]]
 
 
 @dataclass
@@ -81,6 +89,9 @@ class JobRunner:
         max_concurrent: int = 3,
         progress_interval: float = 1.5,
         waiting_view: Callable[[int], discord.ui.View | None] = lambda job_id: None,
+        result_view: Callable[[int], discord.ui.View | None] = lambda job_id: None,
+        review: Review | None = None,
+        after_delivery: AfterDelivery | None = None,
     ) -> None:
         self._client = client
         self._jobs = jobs
@@ -89,6 +100,9 @@ class JobRunner:
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._waiting_view = waiting_view
+        self._result_view = result_view
+        self._review = review
+        self._after_delivery = after_delivery
         self.queue = FairQueue(max_concurrent, on_change=self._queue_changed)
         self._runs: dict[int, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -232,9 +246,10 @@ class JobRunner:
         if run.job.state is S.SUBMITTED:
             run.job = await self._jobs.transition(run.job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
         outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
+        shown = await self._review(run.job, outputs) if self._review else outputs  # the server's NSFW policy
         await run.progress.close()
-        run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(outputs.files)} files")
-        sent = await self._deliver(run.job, run.target, prediction, outputs)
+        run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(shown.files)} files")
+        sent = await self._deliver(run.job, run.target, prediction, shown)
         run.job = await self._jobs.transition(
             run.job.id,
             S.DELIVERED,
@@ -242,7 +257,12 @@ class JobRunner:
             finished_at=time.time(),
             outcome="delivered",
         )
-        log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(outputs.files))
+        log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(shown.files))
+        if self._after_delivery is not None:
+            try:
+                await self._after_delivery(run.job, prediction, outputs, sent)
+            except Exception:  # the images are out; a side effect must not turn that into a failure
+                log.exception("after-delivery step failed for job %s", run.job.id)
 
     async def _queue_and_submit(self, run: _Run) -> None:
         """Wait for a turn, then submit. A 429 puts the job back at the head of the line."""
@@ -291,15 +311,16 @@ class JobRunner:
     async def _deliver(
         self, job: JobRecord, target: Target, prediction: Prediction, outputs: PreparedOutputs
     ) -> discord.Message | None:
+        view = self._result_view(job.id)
         try:
-            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs)
+            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs, view=view)
         except discord.HTTPException as error:
             if error.status != 413 and error.code != 40005:
                 raise
             # Discord refused the upload after all: deliver links instead of failing.
             log.warning("Discord refused the upload (%s); delivering links", error.code)
             outputs = outputs.without_files(prediction.output_urls)
-            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs)
+            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs, view=view)
         if sent is not None:
             # The images are out: a placeholder that cannot point to them must not fail the job.
             await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, sent.jump_url)))

@@ -83,6 +83,7 @@ class NewJob:
     created_at: float  # the interaction's creation time, unix seconds
     params: ImagineParams
     file_limit: int
+    channel_nsfw: bool = False  # the channel is age-restricted
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class JobRecord(NewJob):
         values["params"] = ImagineParams(**json.loads(values["params"]))
         values["state"] = JobState(values["state"])
         values["interaction_token"] = values["interaction_token"] or ""
+        values["channel_nsfw"] = bool(values["channel_nsfw"])
         return cls(**values)
 
 

@@ -1,0 +1,82 @@
+"""Per-server moderation settings: one JSON document per guild, every field with a safe default."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.moderation.terms import BlockedTerm, TermMatcher
+
+Tolerance = Literal["1", "2", "3", "4", "5"]
+
+
+class GuildSettings(BaseModel):
+    """What moderators decide for their server. Defaults are the cautious choice."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Flagged outputs in channels that are not age-restricted: behind a spoiler, or not posted at all.
+    nsfw_normal: Literal["spoiler", "withhold"] = "spoiler"
+    # Flagged outputs in age-restricted channels: behind a spoiler, or shown plainly.
+    nsfw_age_restricted: Literal["spoiler", "show"] = "spoiler"
+    max_tolerance_normal: Tolerance = "2"
+    max_tolerance_age_restricted: Tolerance = "5"
+    blocked_terms: tuple[BlockedTerm, ...] = ()
+    allowed_role_ids: tuple[int, ...] = ()  # empty: every member
+    allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
+    log_channel_id: int | None = None
+
+    def tolerance_cap(self, *, age_restricted: bool) -> str:
+        return self.max_tolerance_age_restricted if age_restricted else self.max_tolerance_normal
+
+
+DEFAULTS = GuildSettings()
+
+
+class GuildSettingsStore:
+    """Reads and writes `guild_settings`; caches each server's settings and its compiled term list."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._cache: dict[int, GuildSettings] = {}
+        self._matchers: dict[int, TermMatcher] = {}
+
+    async def get(self, guild_id: int | None) -> GuildSettings:
+        if guild_id is None:
+            return DEFAULTS
+        if guild_id not in self._cache:
+            async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
+                row = await cur.fetchone()
+            try:
+                self._cache[guild_id] = GuildSettings.model_validate_json(row[0]) if row else DEFAULTS
+            except ValidationError:
+                self._cache[guild_id] = DEFAULTS  # an unreadable document must not lock moderators out
+        return self._cache[guild_id]
+
+    async def save(self, guild_id: int, settings: GuildSettings) -> GuildSettings:
+        await self._db.execute(
+            "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+            (guild_id, settings.model_dump_json(), time.time()),
+        )
+        await self._db.commit()
+        self._cache[guild_id] = settings
+        self._matchers.pop(guild_id, None)
+        return settings
+
+    async def update(self, guild_id: int, **changes: object) -> GuildSettings:
+        current = await self.get(guild_id)
+        return await self.save(guild_id, GuildSettings.model_validate({**current.model_dump(), **changes}))
+
+    async def reset(self, guild_id: int) -> GuildSettings:
+        return await self.save(guild_id, DEFAULTS)
+
+    async def matcher(self, guild_id: int | None) -> TermMatcher:
+        if guild_id is None:
+            return TermMatcher(())
+        if guild_id not in self._matchers:
+            self._matchers[guild_id] = TermMatcher((await self.get(guild_id)).blocked_terms)
+        return self._matchers[guild_id]
