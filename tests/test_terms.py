@@ -69,7 +69,9 @@ def test_tricks_do_not_slip_through(prompt):
         ("cunt", "a pub in Scunthorpe", False),
         ("cunt", "Cunt!", True),
         ("porn", "pornographic art, a popcorn stand", False),
-        ("abc", "label the corners a b c d", False),
+        ("abc", "label the corners a b c d", True),  # inside a spelled-out run: accepted as a match
+        ("forbidden", "a f o r b i d d e n fruit", True),  # the article joins the run
+        ("abc", "label the corners a and b", False),
         ("abcd", "label the corners a b c d", True),
         ("ab", "a b test", False),
         ("cat", "I am a cat", True),
@@ -90,7 +92,7 @@ def test_plain_terms_match_whole_words(term, prompt, hit):
         ("blow_job", True),
         ("a blowjob", False),
         ("a blow to the job market", False),
-        ("b l o w j o b", False),  # collapses to one word, "blowjob"
+        ("b l o w j o b", True),  # spelled out, it holds the phrase without its space
     ],
 )
 def test_multi_word_phrases_match_across_punctuation(prompt, hit):

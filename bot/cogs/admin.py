@@ -22,6 +22,22 @@ TOLERANCES = [app_commands.Choice(name=v, value=v) for v in ("1", "2", "3", "4",
 MAX_TERMS = 500
 
 
+TEXT_CHANNELS = (
+    discord.ChannelType.text,
+    discord.ChannelType.news,
+    discord.ChannelType.voice,
+    discord.ChannelType.forum,
+)
+
+
+async def _is_text(interaction: discord.Interaction, channel: app_commands.AppCommandChannel) -> bool:
+    """Options arrive as resolved channels (no cache needed); messages can only go to these kinds."""
+    if channel.type in TEXT_CHANNELS:
+        return True
+    await reply_privately(interaction, "⚠️ Pick a text channel.")
+    return False
+
+
 def settings_embed(settings: GuildSettings) -> discord.Embed:
     embed = discord.Embed(title="Moderation settings", colour=BRAND)
     embed.add_field(
@@ -94,7 +110,11 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
 
     @app_commands.command(name="log-channel", description="Where every generation, refusal and deletion is logged")
     @app_commands.describe(channel="Leave empty to turn the log off")
-    async def log_channel(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None) -> None:
+    async def log_channel(
+        self, interaction: discord.Interaction, channel: app_commands.AppCommandChannel | None = None
+    ) -> None:
+        if channel is not None and not await _is_text(interaction, channel):
+            return
         done = f"Moderation log: {channel.mention}." if channel else "Moderation log turned off."
         await self._save(interaction, done, log_channel_id=channel.id if channel else None)
 
@@ -143,8 +163,10 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     @app_commands.command(name="allow-channel", description="Limit /imagine to these channels")
     @app_commands.describe(remove="Take the channel off the list instead")
     async def allow_channel(
-        self, interaction: discord.Interaction, channel: discord.TextChannel, remove: bool = False
+        self, interaction: discord.Interaction, channel: app_commands.AppCommandChannel, remove: bool = False
     ) -> None:
+        if not await _is_text(interaction, channel):
+            return
         current = (await self._settings.get(interaction.guild_id)).allowed_channel_ids
         ids = tuple(c for c in current if c != channel.id) if remove else tuple(dict.fromkeys((*current, channel.id)))
         where = "every channel" if not ids else ", ".join(f"<#{c}>" for c in ids)

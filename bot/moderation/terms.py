@@ -19,7 +19,8 @@ they should be written for lowercase text without accents.
 
 Each term is also tried on a collapsed prompt in which a run of 3+ single letters or digits separated by spaces or
 punctuation ("p o r n", "p.o.r.n", "p_o_r_n") is joined into one word. Runs of one or two ("I am a cat", "a b test")
-are left alone. A collapsed run is one word: "a b c d" becomes "abcd", which does not word-match "abc".
+are left alone. A plain term also matches anywhere inside such a run, because a neighbouring one-letter word joins
+it: "a f o r b i d d e n fruit" holds "forbidden". The price is that "a b c d" holds "abc" too.
 
 Limits accepted: leetspeak digits ("p0rn"), plurals and compounds ("porns", "pornstar") and words split into longer
 chunks ("po rn") are not caught by plain terms; admins can write a regex (r"p[o0]rns?") for those. Regexes run on
@@ -122,10 +123,11 @@ class TermMatcher:
     """A server's blocked terms, compiled once; `first_match` checks a prompt against them in order."""
 
     def __init__(self, terms: Iterable[BlockedTerm]) -> None:
-        self._compiled: list[tuple[BlockedTerm, re.Pattern[str]]] = []
+        self._compiled: list[tuple[BlockedTerm, re.Pattern[str], str | None]] = []
         for term in terms:
             try:
-                self._compiled.append((term, compile_term(term)))
+                compact = None if term.regex else _SEPARATOR_RE.sub("", normalize(term.text))
+                self._compiled.append((term, compile_term(term), compact))
             except InvalidTermError as exc:
                 log.warning("Skipping blocked term %r (regex=%s): %s", term.text, term.regex, exc)
 
@@ -134,7 +136,10 @@ class TermMatcher:
         normalized = normalize(prompt)
         collapsed = _collapse(normalized)
         variants = (normalized,) if collapsed == normalized else (normalized, collapsed)
-        for term, pattern in self._compiled:
+        runs = [_SEPARATOR_RE.sub("", match.group()) for match in _SPACED_OUT.finditer(normalized)]
+        for term, pattern, compact in self._compiled:
             if any(pattern.search(variant) for variant in variants):
+                return term
+            if compact and any(compact in run for run in runs):
                 return term
         return None
