@@ -20,6 +20,7 @@ from bot.cogs.results import DeleteButton, result_view
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.delivery import Placeholder
+from bot.jobs.admission import Admission
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.runner import JobRunner
 from bot.jobs.store import JobRecord, JobStore
@@ -54,6 +55,7 @@ class ImagineBot(commands.Bot):
             self.jobs,
             targets=lambda job: Placeholder(self, job),
             model=settings.wavespeed_model,
+            edit_model=settings.wavespeed_edit_model,
             timeout=settings.job_timeout_seconds,
             max_concurrent=settings.max_concurrent_jobs,
             waiting_view=cancel_view,
@@ -62,22 +64,21 @@ class ImagineBot(commands.Bot):
             after_delivery=self._log_generation,
         )
         self.settings = settings
+        self.admission = Admission(
+            self.runner,
+            self.jobs,
+            limits=settings.limits,
+            access=settings.access,
+            guild_settings=self.guild_settings,
+            modlog=self.modlog,
+        )
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days
         self.commands_synced: list[str] = []
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.add_cog(
-            ImagineCog(
-                self.runner,
-                self.jobs,
-                limits=self.settings.limits,
-                access=self.settings.access,
-                guild_settings=self.guild_settings,
-                modlog=self.modlog,
-            )
-        )
+        await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
         await self.add_cog(
             UsageCog(self.jobs, limits=self.settings.limits, price_per_image=self.settings.price_per_image)

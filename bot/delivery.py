@@ -55,6 +55,8 @@ class Placeholder:
             else None
         )
         self._token_dead = False
+        # No interaction token at all: the bot posted the placeholder with its own token.
+        self.bot_posted = not job.interaction_token and not job.finished
 
     @property
     def token_alive(self) -> bool:
@@ -108,6 +110,14 @@ class Placeholder:
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce."""
         if await self._edit_by_token(embed, view, discord_files(outputs.files)):
+            return None
+        if self.bot_posted and self.message_id is not None and self.channel_id is not None:
+            # A placeholder the bot posted itself (a reply to a result): it becomes the result.
+            message = self._by_bot_token()
+            assert message is not None
+            await message.edit(
+                embed=embed, attachments=discord_files(outputs.files), view=view, allowed_mentions=NO_MENTIONS
+            )
             return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")

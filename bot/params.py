@@ -38,9 +38,24 @@ class ImagineParams:
     guidance_scale: float = DEFAULT_GUIDANCE
     safety_tolerance: str = DEFAULT_SAFETY_TOLERANCE
     seed_was_random: bool = True
+    image_url: str | None = None  # set for a Kontext edit of this image (one output)
+
+    @property
+    def is_edit(self) -> bool:
+        return self.image_url is not None
 
     def api_input(self) -> dict[str, Any]:
-        """The request body for the text-to-image endpoint, with the concrete seed we will show."""
+        """The request body, with the concrete seed we will show: the edit endpoint takes the source
+        image and makes one image; text-to-image takes `num_images`."""
+        if self.image_url is not None:
+            return {
+                "prompt": self.prompt,
+                "image": self.image_url,
+                "aspect_ratio": self.aspect_ratio,
+                "seed": self.seed,
+                "guidance_scale": self.guidance_scale,
+                "safety_tolerance": self.safety_tolerance,
+            }
         return {
             "prompt": self.prompt,
             "aspect_ratio": self.aspect_ratio,
@@ -63,6 +78,7 @@ def validate(
     seed: object = None,
     guidance_scale: object = None,
     safety_tolerance: object = None,
+    image_url: str | None = None,
     rng: random.Random | None = None,
 ) -> ImagineParams:
     """Check every option and fill the defaults. Raises InvalidOptionError naming the first bad option."""
@@ -76,7 +92,7 @@ def validate(
     if aspect_ratio not in ASPECT_RATIOS:
         raise InvalidOptionError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}.")
 
-    num_images = DEFAULT_NUM_IMAGES if num_images is None else num_images
+    num_images = DEFAULT_NUM_IMAGES if num_images is None or image_url is not None else num_images
     if not _is_int(num_images) or not 1 <= num_images <= NUM_IMAGES_MAX:  # type: ignore[operator]
         raise InvalidOptionError("num_images", f"must be a whole number from 1 to {NUM_IMAGES_MAX}.")
 
@@ -107,4 +123,5 @@ def validate(
         guidance_scale=float(guidance_scale),
         safety_tolerance=safety_tolerance,
         seed_was_random=seed_was_random,
+        image_url=image_url,
     )

@@ -70,6 +70,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN channel_nsfw INTEGER NOT NULL DEFAULT 0;
     """,
+    # v5: result actions. A job may come from a button on another job's result (re-roll, edit).
+    """
+    ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'imagine';
+    ALTER TABLE jobs ADD COLUMN source_job_id INTEGER;
+    """,
 )
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 
 import discord
 from discord import app_commands
@@ -14,14 +12,8 @@ from discord.ext import commands
 from bot import render
 from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, reply_privately
+from bot.jobs.admission import NOTHING_SENT, Admission
 from bot.jobs.progress import Stage
-from bot.jobs.runner import JobRunner
-from bot.jobs.store import InvalidTransitionError, JobState, JobStore, NewJob
-from bot.jobs.usage import usage_for
-from bot.limits import Access, Limits, check
-from bot.moderation.log import ModLog, refusal_entry
-from bot.moderation.policy import gate_refusal, tolerance_refusal
-from bot.moderation.settings import GuildSettingsStore
 from bot.params import (
     ASPECT_RATIOS,
     DEFAULT_GUIDANCE,
@@ -53,46 +45,9 @@ _TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4"
 
 
 class ImagineCog(commands.Cog):
-    def __init__(
-        self,
-        runner: JobRunner,
-        jobs: JobStore,
-        *,
-        limits: Limits,
-        access: Access,
-        guild_settings: GuildSettingsStore,
-        modlog: ModLog,
-        rng: random.Random | None = None,
-    ) -> None:
-        self._runner = runner
-        self._jobs = jobs
-        self._guild_settings = guild_settings
-        self._modlog = modlog
-        self._limits = limits
-        self._access = access
+    def __init__(self, admission: Admission, *, rng: random.Random | None = None) -> None:
+        self._admission = admission
         self._rng = rng or random.SystemRandom()
-        self._admission = asyncio.Lock()  # count-then-create, one request at a time
-
-    async def _moderate(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
-        """The server's own rules, checked before anything is written or sent: the refusal, or None."""
-        settings = await self._guild_settings.get(interaction.guild_id)
-        restricted = age_restricted(interaction)
-        refused = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
-        refused = refused or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
-        if refused is not None:
-            return refused
-        term = (await self._guild_settings.matcher(interaction.guild_id)).first_match(params.prompt)
-        if term is None:
-            return None
-        log.info("user %s refused by a blocked term in guild %s", interaction.user.id, interaction.guild_id)
-        entry = refusal_entry(
-            user_id=interaction.user.id,
-            channel_id=interaction.channel_id,
-            prompt=params.prompt,
-            reason=f"Blocked term: `{term.text}`{' (regex)' if term.regex else ''}",
-        )
-        await self._modlog.post(interaction.guild_id, entry)
-        return "Your prompt contains something this server doesn't allow. Rephrase it and try again."
 
     @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
     @app_commands.describe(
@@ -118,13 +73,6 @@ class ImagineCog(commands.Cog):
         guidance_scale: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
         safety_tolerance: str | None = None,
     ) -> None:
-        if not self._runner.accepting:
-            await reply_privately(interaction, "⏳ The bot is restarting. Try again in a moment.")
-            return
-        refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
-        if refused is not None:
-            await reply_privately(interaction, f"⛔ {refused.message}")
-            return
         try:
             params = validate(
                 prompt=prompt,
@@ -136,72 +84,27 @@ class ImagineCog(commands.Cog):
                 rng=self._rng,
             )
         except InvalidOptionError as error:
-            await reply_privately(interaction, f"⚠️ {error} Nothing was sent to the image service.")
+            await reply_privately(interaction, f"⚠️ {error} {NOTHING_SENT}")
             return
-        refused_by_server = await self._moderate(interaction, params)
-        if refused_by_server is not None:
-            await reply_privately(interaction, f"⛔ {refused_by_server} Nothing was sent to the image service.")
-            return
-        async with self._admission:
-            now = time.time()
-            usage = await usage_for(
-                self._jobs.db,
-                user_id=interaction.user.id,
-                guild_id=interaction.guild_id,
-                now=now,
-                window_seconds=self._limits.user_window_seconds,
-            )
-            in_guild = interaction.guild_id is not None
-            refused = check(self._limits, usage, params.num_images, now=now, in_guild=in_guild)
-            if refused is None:
-                # Written down before anything is sent anywhere, so a crash from here on loses nothing.
-                job = await self._jobs.create(new_job(interaction, params))
-        if refused is not None:
-            log.info("user %s refused by %s", interaction.user.id, refused.limit)
-            await reply_privately(interaction, f"⛔ {refused.message} Nothing was sent to the image service.")
-            return
-        try:
-            response = await interaction.response.send_message(
-                embed=render.placeholder_embed(params, Stage.QUEUED),
-                view=cancel_view(job.id),
-                allowed_mentions=NO_MENTIONS,
-            )
-        except discord.HTTPException:
-            await self._jobs.transition(job.id, JobState.FAILED, detail="could not answer", outcome="not answered")
-            raise
-        try:
-            job = await self._jobs.transition(
-                job.id, JobState.QUEUED, detail="placeholder posted", message_id=response.message_id
-            )
-        except InvalidTransitionError:
-            return  # cancelled with its button before this line ran: nothing to do
-        self._runner.start(job)
+        await start_from_command(self._admission, interaction, params)
 
 
-def new_job(interaction: discord.Interaction, params: ImagineParams) -> NewJob:
-    return NewJob(
-        interaction_id=interaction.id,
-        interaction_token=interaction.token,
-        application_id=interaction.application_id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        user_id=interaction.user.id,
-        created_at=interaction.created_at.timestamp(),
-        params=params,
-        file_limit=interaction.filesize_limit,
-        channel_nsfw=age_restricted(interaction),
-    )
-
-
-def age_restricted(interaction: discord.Interaction) -> bool:
-    is_nsfw = getattr(interaction.channel, "is_nsfw", None)  # threads answer for their parent
-    return bool(is_nsfw()) if callable(is_nsfw) else False
-
-
-def role_ids(user: discord.User | discord.Member) -> list[int]:
-    """The member's role ids as Discord sent them with the interaction (`Member.roles` would need
-    the server's role cache, which a bot without the members intent may not have)."""
-    return [int(r) for r in getattr(user, "_roles", ())]
+async def start_from_command(
+    admission: Admission, interaction: discord.Interaction, params: ImagineParams, *, kind: str = "imagine"
+) -> None:
+    """Admit the request and answer the interaction with the job's placeholder."""
+    job = await admission.admit(interaction, params, kind=kind)
+    if isinstance(job, str):
+        await reply_privately(interaction, job)
+        return
+    try:
+        response = await interaction.response.send_message(
+            embed=render.placeholder_embed(params, Stage.QUEUED), view=cancel_view(job.id), allowed_mentions=NO_MENTIONS
+        )
+    except discord.HTTPException:
+        await admission.not_placed(job)
+        raise
+    await admission.placed(job, response.message_id)
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

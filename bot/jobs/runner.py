@@ -85,6 +85,7 @@ class JobRunner:
         *,
         targets: Callable[[JobRecord], Target],
         model: str,
+        edit_model: str = "wavespeed-ai/flux-kontext-pro",
         timeout: float,
         max_concurrent: int = 3,
         progress_interval: float = 1.5,
@@ -97,6 +98,7 @@ class JobRunner:
         self._jobs = jobs
         self._targets = targets
         self._model = model
+        self._edit_model = edit_model
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._waiting_view = waiting_view
@@ -281,8 +283,9 @@ class JobRunner:
             run.job = await self._jobs.transition(run.job.id, S.SUBMITTING)
             deadline = self._deadline(run.job)
             try:
+                model = self._edit_model if run.job.params.is_edit else self._model
                 prediction_id = await self._client.submit(
-                    self._model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
+                    model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
                 )
             except RateLimitedError as error:
                 # WaveSpeed took nothing: back-pressure. Everyone waits; this job keeps its place.

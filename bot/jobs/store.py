@@ -84,6 +84,8 @@ class NewJob:
     params: ImagineParams
     file_limit: int
     channel_nsfw: bool = False  # the channel is age-restricted
+    kind: str = "imagine"  # or "reroll", "edit": started from a button or /imagine-edit
+    source_job_id: int | None = None  # the job whose result the button was on
 
 
 @dataclass(frozen=True)
