@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton, cancel_view
 from bot.cogs.imagine import ImagineCog, on_tree_error
-from bot.cogs.results import DeleteButton, result_view
+from bot.cogs.results import ResultButton, result_view
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.delivery import Placeholder
@@ -84,7 +84,7 @@ class ImagineBot(commands.Bot):
             UsageCog(self.jobs, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
         )
         self._set_contexts()
-        self.add_dynamic_items(CancelButton, DeleteButton)  # work on messages posted before a restart
+        self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         self.commands_synced = await sync_commands_if_changed(self.tree, self.store, self.guild_ids)
         resumed = await self.runner.recover()

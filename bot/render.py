@@ -9,6 +9,7 @@ import discord
 
 from bot.jobs.outputs import OutputFile, PreparedOutputs
 from bot.jobs.progress import LIVE_POSITIONS, Stage, Status
+from bot.jobs.store import JobRecord
 from bot.params import ImagineParams
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction
@@ -157,6 +158,35 @@ def paused_embed(params: ImagineParams, *, prediction_id: str | None) -> discord
         embed.add_field(name="Prediction", value=f"`{prediction_id}`", inline=False)
     embed.set_footer(text=MODEL_NAME)
     return embed
+
+
+def details_text(job: JobRecord) -> str:
+    """Everything about a result, one value per line, each in its own code span so a phone can copy it."""
+    params = job.params
+    fence = "`" * 3
+    prompt = params.prompt.replace(fence, "'" * 3)
+    lines = [
+        f"**{'Edit instruction' if params.is_edit else 'Prompt'}**",
+        f"{fence}\n{prompt}\n{fence}",
+        f"**Seed** `{params.seed}`",
+        f"**Aspect ratio** `{params.aspect_ratio}`",
+        f"**Images** `{params.num_images}`",
+        f"**Guidance scale** `{params.guidance_scale:g}`",
+        f"**Safety tolerance** `{params.safety_tolerance}`",
+        f"**Model** `{'FLUX.1 Kontext [pro] edit' if params.is_edit else MODEL_NAME}`",
+    ]
+    if job.prediction_id:
+        lines.append(f"**Prediction** `{job.prediction_id}`")
+    if job.inference_ms is not None:
+        lines.append(f"**Inference** `{job.inference_ms / 1000:.1f} s`")
+    if job.submitted_at is not None and job.finished_at is not None:
+        lines.append(f"**Submitted to delivered** `{job.finished_at - job.submitted_at:.1f} s`")
+    if job.submitted_at is not None:
+        lines.append(f"**Waited in the queue** `{max(0.0, job.submitted_at - job.created_at):.1f} s`")
+    lines.append(f"**Requested by** <@{job.user_id}>")
+    if job.source_job_id is not None:
+        lines.append(f"**{'Edited' if params.is_edit else 'Re-rolled'} from job** `{job.source_job_id}`")
+    return "\n".join(lines)[:2000]
 
 
 def discord_files(files: list[OutputFile]) -> list[discord.File]:

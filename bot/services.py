@@ -6,6 +6,7 @@ from typing import Protocol, cast
 
 import discord
 
+from bot.jobs.admission import Admission
 from bot.jobs.runner import JobRunner
 from bot.jobs.store import JobStore
 from bot.moderation.log import ModLog
@@ -13,6 +14,7 @@ from bot.moderation.settings import GuildSettingsStore
 
 
 class Services(Protocol):
+    admission: Admission
     runner: JobRunner
     jobs: JobStore
     guild_settings: GuildSettingsStore

@@ -59,6 +59,7 @@ def settings_embed(settings: GuildSettings) -> discord.Embed:
     embed.add_field(name="Who may use it", value=f"Roles: {roles}\nChannels: {channels}", inline=False)
     log_channel = f"<#{settings.log_channel_id}>" if settings.log_channel_id else "off"
     embed.add_field(name="Moderation log", value=log_channel, inline=True)
+    embed.add_field(name="Re-roll and Edit", value=settings.actions_by, inline=True)
     return embed
 
 
@@ -171,6 +172,11 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
         ids = tuple(c for c in current if c != channel.id) if remove else tuple(dict.fromkeys((*current, channel.id)))
         where = "every channel" if not ids else ", ".join(f"<#{c}>" for c in ids)
         await self._save(interaction, f"/imagine works in: {where}.", allowed_channel_ids=ids)
+
+    @app_commands.command(name="actions", description="Who may press Re-roll and Edit on someone else's result")
+    @app_commands.describe(who="anyone: good for brainstorming; requester: only the member who asked")
+    async def actions(self, interaction: discord.Interaction, who: Literal["anyone", "requester"]) -> None:
+        await self._save(interaction, f"Re-roll and Edit on a result: {who}.", actions_by=who)
 
     @app_commands.command(name="reset", description="Put every moderation setting back to its default")
     async def reset(self, interaction: discord.Interaction) -> None:

@@ -88,6 +88,52 @@ class ImagineCog(commands.Cog):
             return
         await start_from_command(self._admission, interaction, params)
 
+    @app_commands.command(name="imagine-edit", description="Change an image with a sentence, with FLUX.1 Kontext [pro]")
+    @app_commands.describe(
+        image="The image to edit (PNG, JPEG or WebP)",
+        prompt="What to change: 'make it night', 'add a red scarf', 'turn it into a watercolour'",
+        aspect_ratio="Shape of the result (default 1:1 square)",
+        seed="Same seed + same inputs = same result. Leave empty or -1 for a random seed",
+        guidance_scale=f"How closely to follow the instruction, {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g}",
+        safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
+    )
+    @app_commands.choices(
+        aspect_ratio=[app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS],
+        safety_tolerance=[app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES],
+    )
+    async def imagine_edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX_LENGTH],
+        aspect_ratio: str | None = None,
+        seed: app_commands.Range[int, -1, SEED_MAX] | None = None,
+        guidance_scale: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
+        safety_tolerance: str | None = None,
+    ) -> None:
+        if not (image.content_type or "").startswith("image/") or image.size > EDIT_SOURCE_MAX:
+            await reply_privately(
+                interaction, f"⚠️ `image` must be a PNG, JPEG or WebP image up to 20 MB. {NOTHING_SENT}"
+            )
+            return
+        try:
+            params = validate(
+                prompt=prompt,
+                aspect_ratio=aspect_ratio,
+                seed=seed,
+                guidance_scale=guidance_scale,
+                safety_tolerance=safety_tolerance,
+                image_url=image.url,
+                rng=self._rng,
+            )
+        except InvalidOptionError as error:
+            await reply_privately(interaction, f"⚠️ {error} {NOTHING_SENT}")
+            return
+        await start_from_command(self._admission, interaction, params, kind="edit")
+
+
+EDIT_SOURCE_MAX = 20 * 1024 * 1024  # what the bot lets WaveSpeed fetch from Discord for an edit
+
 
 async def start_from_command(
     admission: Admission, interaction: discord.Interaction, params: ImagineParams, *, kind: str = "imagine"

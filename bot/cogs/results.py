@@ -1,66 +1,181 @@
-"""Buttons on a delivered result. Persistent: the custom id carries the job id and the classes are
-registered at start-up, so they work for the life of the message, across restarts."""
+"""Buttons on a delivered result: Re-roll, Edit, Details, Delete. Persistent: each custom id carries
+the action and the job id, the class is registered at start-up, and the state is read from the
+store, so the buttons work for the life of the message, across restarts.
+
+Re-roll and Edit start new jobs through the same admission as /imagine (limits, moderation, queue)
+and post their placeholder as a reply to the result. Who may press them is a server setting.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
 import re
 
 import discord
 
-from bot.delivery import reply_privately
+from bot import render
+from bot.cogs.cancel import cancel_view
+from bot.delivery import NO_MENTIONS, reply_privately
+from bot.jobs.progress import Stage
+from bot.jobs.store import JobRecord
 from bot.moderation.log import deletion_entry
-from bot.services import services
+from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
+from bot.services import Services, services
 
 log = logging.getLogger(__name__)
 
+ACTIONS = {"reroll": ("Re-roll", "🎲"), "edit": ("Edit", "✏️"), "details": ("Details", "ℹ️"), "delete": ("Delete", "🗑️")}
+GONE = "This result is too old: its details were cleared from the bot's records, so I can't do that any more."
+ONLY_REQUESTER = "On this server only the member who asked for this image can use its buttons."
 
-class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"imagine:delete:(?P<job>[0-9]+)"
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"imagine:(?P<action>reroll|edit|details|delete):(?P<job>[0-9]+)",
 ):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete", emoji="🗑️", style=discord.ButtonStyle.secondary, custom_id=f"imagine:delete:{job_id}"
-            )
-        )
-        self.job_id = job_id
+    def __init__(self, action: str, job_id: int) -> None:
+        label, emoji = ACTIONS[action]
+        style = discord.ButtonStyle.primary if action == "reroll" else discord.ButtonStyle.secondary
+        custom_id = f"imagine:{action}:{job_id}"
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
+        self.action, self.job_id = action, job_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[discord.ui.View], match: re.Match[str]
-    ) -> DeleteButton:
-        return cls(int(match["job"]))
+    ) -> ResultButton:
+        return cls(match["action"], int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
         try:
-            job = await bot.jobs.get(self.job_id)
+            job: JobRecord | None = await bot.jobs.get(self.job_id)
         except KeyError:
-            job = None  # pruned: only a moderator may still remove the message
-        is_requester = job is not None and interaction.user.id == job.user_id
-        if not is_requester and not interaction.permissions.manage_messages:
-            await reply_privately(
-                interaction, "Only the member who asked for this image, or a moderator, can delete it."
+            job = None  # pruned by retention
+        if self.action == "delete":
+            await delete(bot, interaction, job)
+            return
+        if job is None:
+            await reply_privately(interaction, GONE)
+            return
+        if self.action == "details":
+            await reply_privately(interaction, render.details_text(job))
+            return
+        settings = await bot.guild_settings.get(interaction.guild_id)
+        if settings.actions_by == "requester" and interaction.user.id != job.user_id:
+            await reply_privately(interaction, ONLY_REQUESTER)
+            return
+        if self.action == "reroll":
+            params = dataclasses.replace(
+                job.params, seed=random.SystemRandom().randint(0, SEED_MAX), seed_was_random=True
             )
+            await start_reply(bot, interaction, params, kind="reroll", source=job)
             return
-        message = interaction.message
-        if message is None:
-            await reply_privately(interaction, "I couldn't find that message any more.")
+        images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
+        if not images:
+            await reply_privately(interaction, "This result has no image I can edit.")
             return
-        try:
-            await message.delete()
-        except discord.HTTPException as error:
-            log.warning("could not delete result message %s: %s", message.id, error)
-            await reply_privately(interaction, "I couldn't delete that message. I may be missing Manage Messages here.")
+        await interaction.response.send_modal(EditModal(job, len(images)))
+
+
+def is_image(attachment: discord.Attachment) -> bool:
+    return (attachment.content_type or "").startswith("image/")
+
+
+class EditModal(discord.ui.Modal):
+    """Asks what to change (and which image). The submit is handled in `on_submit`; the images are
+    read again from the message then, so their signed URLs are fresh."""
+
+    def __init__(self, job: JobRecord, image_count: int) -> None:
+        super().__init__(title="Edit with FLUX.1 Kontext", timeout=None, custom_id=f"imagine:edit-modal:{job.id}")
+        self.job = job
+        self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="What should change?",
+            style=discord.TextStyle.paragraph,
+            placeholder="e.g. make it night time, add a red scarf, turn it into a watercolour",
+            max_length=PROMPT_MAX_LENGTH,
+        )
+        self.add_item(self.instruction)
+        self.which: discord.ui.TextInput[EditModal] | None = None
+        if image_count > 1:
+            self.which = discord.ui.TextInput(
+                label=f"Which image? (1-{image_count})", default="1", min_length=1, max_length=1
+            )
+            self.add_item(self.which)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = services(interaction)
+        images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
+        number = self.which.value.strip() if self.which is not None else "1"
+        if not number.isdigit() or not 1 <= int(number) <= len(images):
+            await reply_privately(interaction, f"⚠️ Pick an image from 1 to {len(images)}.")
             return
-        log.info("result of job %s deleted by user %s", self.job_id, interaction.user.id)
-        await reply_privately(interaction, "🗑️ Deleted.")
-        if job is not None:
-            await bot.modlog.post(job.guild_id, deletion_entry(job, by=interaction.user.id, url=message.jump_url))
+        source = images[int(number) - 1]
+        params = dataclasses.replace(
+            self.job.params,
+            prompt=self.instruction.value.strip(),
+            num_images=1,
+            seed=random.SystemRandom().randint(0, SEED_MAX),
+            seed_was_random=True,
+            image_url=source.url,
+        )
+        await start_reply(bot, interaction, params, kind="edit", source=self.job)
+
+
+async def start_reply(
+    bot: Services, interaction: discord.Interaction, params: ImagineParams, *, kind: str, source: JobRecord
+) -> None:
+    """A job started from a result: its placeholder is a reply to that result, posted by the bot."""
+    job = await bot.admission.admit(interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True)
+    if isinstance(job, str):
+        await reply_privately(interaction, job)
+        return
+    await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
+    channel = interaction.channel
+    reference = interaction.message.to_reference(fail_if_not_exists=False) if interaction.message else None
+    if not isinstance(channel, discord.abc.Messageable):
+        await bot.admission.not_placed(job)
+        return
+    try:
+        placeholder = await channel.send(
+            embed=render.placeholder_embed(params, Stage.QUEUED),
+            view=cancel_view(job.id),
+            reference=reference,  # type: ignore[arg-type]
+            allowed_mentions=NO_MENTIONS,
+        )
+    except discord.HTTPException as error:
+        log.warning("could not post the placeholder for job %s: %s", job.id, error)
+        await bot.admission.not_placed(job)
+        await interaction.followup.send(render.explain(error), ephemeral=True, allowed_mentions=NO_MENTIONS)
+        return
+    await bot.admission.placed(job, placeholder.id)
+
+
+async def delete(bot: Services, interaction: discord.Interaction, job: JobRecord | None) -> None:
+    is_requester = job is not None and interaction.user.id == job.user_id
+    if not is_requester and not interaction.permissions.manage_messages:
+        await reply_privately(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
+        return
+    message = interaction.message
+    if message is None:
+        await reply_privately(interaction, "I couldn't find that message any more.")
+        return
+    try:
+        await message.delete()
+    except discord.HTTPException as error:
+        log.warning("could not delete result message %s: %s", message.id, error)
+        await reply_privately(interaction, "I couldn't delete that message. I may be missing Manage Messages here.")
+        return
+    log.info("result message %s deleted by user %s", message.id, interaction.user.id)
+    await reply_privately(interaction, "🗑️ Deleted.")
+    if job is not None:
+        await bot.modlog.post(job.guild_id, deletion_entry(job, by=interaction.user.id, url=message.jump_url))
 
 
 def result_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(DeleteButton(job_id))
+    for action in ACTIONS:
+        view.add_item(ResultButton(action, job_id))
     return view

@@ -28,6 +28,8 @@ class GuildSettings(BaseModel):
     allowed_role_ids: tuple[int, ...] = ()  # empty: every member
     allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
     log_channel_id: int | None = None
+    # Who may press Re-roll and Edit on a result (Details is for everyone; Delete: requester or moderators).
+    actions_by: Literal["anyone", "requester"] = "anyone"
 
     def tolerance_cap(self, *, age_restricted: bool) -> str:
         return self.max_tolerance_age_restricted if age_restricted else self.max_tolerance_normal

@@ -89,6 +89,11 @@ class PredictionFailedError(WaveSpeedError):
     def user_message(self) -> str:  # type: ignore[override]
         if self.code == 1200:
             return "The image service's safety checker blocked this prompt. Try rewording it."
+        if self.code == 1402:
+            return (
+                "The image service couldn't fetch the image to edit: its link may have expired. "
+                "Run /imagine-edit with the image attached, or press Edit on a newer result."
+            )
         return f"The image service could not make this image ({self.status}): {self}"
 
 
