@@ -15,6 +15,7 @@ import yarl
 from bot.app import ImagineBot
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+from bot.metrics import LoopLagMonitor
 from bot.store import Store
 from bot.wavespeed.client import WaveSpeedClient
 
@@ -38,6 +39,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     ):
         wavespeed = WaveSpeedClient(session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url)
         bot = ImagineBot(store=store, wavespeed=wavespeed, settings=settings)
+        lag = LoopLagMonitor()
+        lag.start()
         async with bot:
             bot_task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -50,6 +53,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 log.info("shutting down: %d job(s) in flight", bot.runner.active)
                 await bot.runner.close(grace=settings.shutdown_grace_seconds)
                 await bot.close()
+                await lag.stop()
+                log.info("WaveSpeed API calls: %s", dict(wavespeed.calls))
                 if bot_task.done() and not bot_task.cancelled():
                     bot_task.result()  # re-raise a login or connection failure
                 else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 class Scenario:
     queue_seconds: float = 0.05
     inference_seconds: float = 0.3
+    inference_range: tuple[float, float] | None = None  # each prediction draws its own from this
     latency_seconds: float = 0.0  # added to every API answer
     final_status: str = "completed"
     error: str = "internal error"
@@ -127,6 +129,7 @@ class FakeWaveSpeed:
         self.scenario_by_prompt: dict[str, Scenario] = {}
         self.predictions: dict[str, FakePrediction] = {}
         self.expired_outputs: set[str] = set()  # prediction ids whose CDN files are gone
+        self.rng = random.Random(1234)
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -227,6 +230,8 @@ class FakeWaveSpeed:
             await self._record(request, body, 400)
             return json_response(envelope(None, 400, problem), 400)
         assert isinstance(parsed, dict)
+        if sc.inference_range is not None:
+            sc = dataclasses.replace(sc, inference_seconds=self.rng.uniform(*sc.inference_range))
         prediction = FakePrediction(uuid.uuid4().hex, model, parsed, sc, time.monotonic(), datetime.now(UTC))
         self.predictions[prediction.id] = prediction
         await self._record(request, body, 200)
