@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.limits import Access, Limits
@@ -26,6 +26,12 @@ class Settings(BaseSettings):
 
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
+
+    # Push (optional): WaveSpeed posts finished predictions to WEBHOOK_URL + /wavespeed/webhook.
+    webhook_url: str | None = None
+    wavespeed_webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = Field(default=8080, ge=1, le=65535)
 
     database_url: str = "sqlite:///data/bot.db"
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
@@ -54,6 +60,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        if self.webhook_url and not self.wavespeed_webhook_secret:
+            raise ValueError("WEBHOOK_URL needs WAVESPEED_WEBHOOK_SECRET to check WaveSpeed's signatures")
+        return self
 
     @field_validator("discord_gateway_url")
     @classmethod
@@ -101,7 +122,10 @@ class Settings(BaseSettings):
 
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in a log line, a message or an exception."""
-        return (self.discord_token.get_secret_value(), self.wavespeed_api_key.get_secret_value())
+        webhook = self.wavespeed_webhook_secret.get_secret_value() if self.wavespeed_webhook_secret else ""
+        return tuple(
+            s for s in (self.discord_token.get_secret_value(), self.wavespeed_api_key.get_secret_value(), webhook) if s
+        )
 
 
 class ConfigError(Exception):

@@ -17,6 +17,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from bot.metrics import LoopLagMonitor
 from bot.store import Store
+from bot.wavespeed import webhook
 from bot.wavespeed.client import WaveSpeedClient
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         aiohttp.ClientSession(connector=connector) as session,
         await Store.open(settings.database_path) as store,
     ):
-        wavespeed = WaveSpeedClient(session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url)
+        push = f"{settings.webhook_url}{webhook.PATH}" if settings.webhook_url else None
+        wavespeed = WaveSpeedClient(
+            session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url, webhook_url=push
+        )
+        receiver = None
+        if push and settings.wavespeed_webhook_secret is not None:
+            receiver = webhook.WebhookServer(
+                wavespeed, settings.wavespeed_webhook_secret, host=settings.webhook_host, port=settings.webhook_port
+            )
         bot = ImagineBot(store=store, wavespeed=wavespeed, settings=settings)
         lag = LoopLagMonitor()
         lag.start()
         async with bot:
+            if receiver is not None:
+                await receiver.start()
             bot_task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
             try:
@@ -54,6 +65,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 await bot.runner.close(grace=settings.shutdown_grace_seconds)
                 await bot.close()
                 await lag.stop()
+                if receiver is not None:
+                    await receiver.close()
                 log.info("WaveSpeed API calls: %s", dict(wavespeed.calls))
                 if bot_task.done() and not bot_task.cancelled():
                     bot_task.result()  # re-raise a login or connection failure

@@ -36,6 +36,7 @@ from bot.wavespeed.errors import (
     WaveSpeedError,
 )
 from bot.wavespeed.models import Envelope, Prediction
+from bot.wavespeed.schedule import PollSchedule
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +80,37 @@ class WaveSpeedClient:
         api_key: SecretStr,
         base_url: str,
         request_timeout: float = 30.0,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.75,
         max_backoff: float = 10.0,
         rng: random.Random | None = None,
+        webhook_url: str | None = None,
+        push_poll_interval: float = 10.0,
     ) -> None:
         self._session = session
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self._request_timeout = request_timeout
-        self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._rng = rng or random.Random()
-        self.calls = {"submit": 0, "result": 0, "download": 0}
+        self.calls = {"submit": 0, "result": 0, "download": 0, "pushed": 0}
+        # Push: WaveSpeed posts the finished prediction to `webhook_url`; polls become a slow safety net.
+        self.webhook_url = webhook_url
+        if webhook_url:
+            self.schedule = PollSchedule(interval=push_poll_interval, first_default=push_poll_interval)
+        else:  # WaveSpeed's own bot polls every 1.5 s, the SDK every 1 s: spend no more, wait less
+            self.schedule = PollSchedule(interval=poll_interval, first_default=poll_interval * 4 / 3)
+        self._waiters: dict[str, asyncio.Future[Prediction]] = {}
+        self._early: dict[str, Prediction] = {}  # pushed before anyone waited
 
     # -- one request ------------------------------------------------------------------------------
-    async def _request(self, method: str, path: str, *, payload: Any = None, seconds: float) -> Any:
+    async def _request(
+        self, method: str, path: str, *, payload: Any = None, seconds: float, params: dict[str, str] | None = None
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         client_timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
         try:
             async with self._session.request(
-                method, self._base_url + path, json=payload, headers=headers, timeout=client_timeout
+                method, self._base_url + path, json=payload, headers=headers, timeout=client_timeout, params=params
             ) as response:
                 status, body = response.status, await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -149,7 +161,11 @@ class WaveSpeedClient:
             self.calls["submit"] += 1
             try:
                 data = await self._request(
-                    "POST", f"/api/v3/{model}", payload=dict(payload), seconds=self._within(deadline)
+                    "POST",
+                    f"/api/v3/{model}",
+                    payload=dict(payload),
+                    seconds=self._within(deadline),
+                    params={"webhook": self.webhook_url} if self.webhook_url else None,
                 )
                 return self._prediction(data).id
             except RateLimitedError as error:  # the API did not take it
@@ -182,44 +198,81 @@ class WaveSpeedClient:
             raise MalformedResponseError("WaveSpeed answered about a different prediction", prediction_id=prediction_id)
         return prediction
 
+    def push(self, prediction: Prediction) -> None:
+        """A prediction WaveSpeed posted to the webhook (signature already checked)."""
+        if not (prediction.is_completed or prediction.is_failed):
+            return
+        self.calls["pushed"] += 1
+        waiter = self._waiters.get(prediction.id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(prediction)
+        elif len(self._early) < 10_000:
+            self._early[prediction.id] = prediction
+
     async def wait(self, prediction_id: str, *, deadline: float, on_update: OnUpdate | None = None) -> Prediction:
-        """Poll until the prediction is final or the deadline passes; report each status change."""
+        """Until the prediction is final (pushed, or seen by a poll) or the deadline passes; reports
+        each status change."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiter = self._waiters[prediction_id] = loop.create_future()
+        if (early := self._early.pop(prediction_id, None)) is not None:
+            waiter.set_result(early)
+        try:
+            return await self._wait(prediction_id, waiter, started, deadline, on_update)
+        finally:
+            self._waiters.pop(prediction_id, None)
+
+    async def _wait(
+        self,
+        prediction_id: str,
+        waiter: asyncio.Future[Prediction],
+        started: float,
+        deadline: float,
+        on_update: OnUpdate | None,
+    ) -> Prediction:
         loop = asyncio.get_running_loop()
         last_status: str | None = None
         failures = 0
-        delay = self._poll_interval
+        unfinished_at = 0.0  # elapsed time of the last poll that saw it running
+        delay = self.schedule.first_delay()
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise JobTimeoutError("the prediction did not finish before the deadline", prediction_id=prediction_id)
-            await asyncio.sleep(min(delay, remaining))
-            try:
-                prediction = await self.result(prediction_id, deadline=deadline)
-            except TRANSIENT as error:
-                retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-                delay = self._backoff(failures, retry_after)
-                failures += 1
-                log.warning("poll of %s failed (%s); next try in %.1f s", prediction_id, error, delay)
-                continue
-            except WaveSpeedError as error:
-                error.prediction_id = prediction_id
-                raise
-            failures, delay = 0, self._poll_interval
+            done, _ = await asyncio.wait({waiter}, timeout=min(delay, remaining))
+            if done:
+                prediction = waiter.result()
+            else:
+                try:
+                    prediction = await self.result(prediction_id, deadline=deadline)
+                except TRANSIENT as error:
+                    retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+                    delay = self._backoff(failures, retry_after)
+                    failures += 1
+                    log.warning("poll of %s failed (%s); next try in %.1f s", prediction_id, error, delay)
+                    continue
+                except WaveSpeedError as error:
+                    error.prediction_id = prediction_id
+                    raise
+            failures, delay = 0, self.schedule.next_delay()
             if prediction.status != last_status:
                 last_status = prediction.status
                 if on_update is not None:
                     await on_update(prediction)
+            if prediction.is_pending or not (prediction.is_completed or prediction.is_failed):
+                unfinished_at = loop.time() - started
+                continue
+            self.schedule.observe(unfinished_at)
             if prediction.is_completed:
                 if not prediction.output_urls:
                     raise OutputError("the prediction completed with no outputs", prediction_id=prediction_id)
                 return prediction
-            if prediction.is_failed:
-                raise PredictionFailedError(
-                    prediction.error or "no reason given",
-                    prediction_id=prediction_id,
-                    status=prediction.status,
-                    code=prediction.code,
-                )
+            raise PredictionFailedError(
+                prediction.error or "no reason given",
+                prediction_id=prediction_id,
+                status=prediction.status,
+                code=prediction.code,
+            )
 
     async def download(self, url: str, *, max_bytes: int, attempts: int = 3) -> Download:
         """Fetch one output (no API key: outputs live on a CDN), refusing more than `max_bytes`."""

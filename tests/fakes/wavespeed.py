@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
 import random
 import time
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakes.images import CONTENT_TYPES, make_image
@@ -130,6 +133,9 @@ class FakeWaveSpeed:
         self.predictions: dict[str, FakePrediction] = {}
         self.expired_outputs: set[str] = set()  # prediction ids whose CDN files are gone
         self.rng = random.Random(1234)
+        self.webhook_secret = "whsec-test-0123456789"
+        self.webhooks_sent: list[tuple[str, int]] = []  # (prediction id, the receiver's answer)
+        self._pushers: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -146,6 +152,9 @@ class FakeWaveSpeed:
 
     async def close(self) -> None:
         self._closing.set()  # releases hanging handlers
+        for pusher in list(self._pushers):
+            pusher.cancel()
+        await asyncio.gather(*self._pushers, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -235,6 +244,10 @@ class FakeWaveSpeed:
         prediction = FakePrediction(uuid.uuid4().hex, model, parsed, sc, time.monotonic(), datetime.now(UTC))
         self.predictions[prediction.id] = prediction
         await self._record(request, body, 200)
+        if (hook := request.query.get("webhook")) is not None:
+            pusher = asyncio.create_task(self._push(prediction, hook))
+            self._pushers.add(pusher)
+            pusher.add_done_callback(self._pushers.discard)
         if answer == "accept-then-hang":  # the task exists, but the answer never comes
             await self._closing.wait()
             return web.Response(status=503)
@@ -255,6 +268,20 @@ class FakeWaveSpeed:
             return json_response(envelope(None, 404, "prediction not found"), 404)
         await self._record(request, body, 200)
         return json_response(envelope(self._data(prediction)))
+
+    async def _push(self, prediction: FakePrediction, url: str) -> None:
+        """At the end of the prediction, POST it to the submit's `webhook`, signed as WaveSpeed signs."""
+        await asyncio.sleep(max(0.0, prediction.completed_at - time.monotonic()))
+        body = json.dumps(self._data(prediction)).encode()
+        webhook_id, timestamp = uuid.uuid4().hex, str(int(time.time()))
+        message = f"{webhook_id}.{timestamp}.".encode() + body
+        signature = "v3," + hmac.new(self.webhook_secret.encode(), message, hashlib.sha256).hexdigest()
+        headers = {"webhook-id": webhook_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+        try:
+            async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as answer:
+                self.webhooks_sent.append((prediction.id, answer.status))
+        except aiohttp.ClientError:
+            self.webhooks_sent.append((prediction.id, 0))
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         prediction = self.predictions.get(request.match_info["id"])

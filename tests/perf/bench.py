@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import socket
 import statistics
 import tempfile
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import TEXT_TO_IMAGE, FakeWaveSpeed, Scenario
 
 INFERENCE = (2.0, 8.0)
@@ -55,12 +57,24 @@ def ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value * 1000:.0f} ms"
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM), Linux only."""
+    found = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    return int(found[1]) / 1024 if found else None
+
+
 def scenario() -> Scenario:
     return Scenario(queue_seconds=0.0, inference_range=INFERENCE, image_size=(256, 256))
 
 
-async def bench_bot(jobs: int, workdir: Path) -> Figures:
-    figures = Figures("bot", jobs)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
+    figures = Figures("bot (push)" if push else "bot (poll)", jobs)
     discord_fake, wavespeed = FakeDiscord(), FakeWaveSpeed()
     await discord_fake.start()
     await wavespeed.start()
@@ -68,7 +82,7 @@ async def bench_bot(jobs: int, workdir: Path) -> Figures:
     env = fake_env(
         discord_fake,
         wavespeed,
-        DATABASE_URL=f"sqlite:///{workdir / f'bench-{jobs}.db'}",
+        DATABASE_URL=f"sqlite:///{workdir / f'bench-{jobs}-{push}.db'}",
         MAX_CONCURRENT_JOBS=str(max(3, jobs)),
         USER_MAX_ACTIVE_IMAGES="0",
         USER_WINDOW_IMAGES="0",
@@ -77,6 +91,14 @@ async def bench_bot(jobs: int, workdir: Path) -> Figures:
         JOB_TIMEOUT_SECONDS="300",
         LOG_LEVEL="INFO",
     )
+    if push:
+        port = free_port()
+        env.update(
+            WEBHOOK_URL=f"http://127.0.0.1:{port}",
+            WEBHOOK_HOST="127.0.0.1",
+            WEBHOOK_PORT=str(port),
+            WAVESPEED_WEBHOOK_SECRET=wavespeed.webhook_secret,
+        )
     bot = BotProcess(discord_fake, env, workdir)
     try:
         await bot.start()
@@ -93,24 +115,30 @@ async def bench_bot(jobs: int, workdir: Path) -> Figures:
             timeout=120 + jobs * 0.2,
         )
         assert bot.process is not None
-        status = Path(f"/proc/{bot.process.pid}/status").read_text()
-        figures.peak_rss_mb = int(re.search(r"VmHWM:\s+(\d+)", status)[1]) / 1024  # type: ignore[index]
+        figures.peak_rss_mb = peak_rss_mb(bot.process.pid)
         await bot.terminate()
     finally:
         await bot.cleanup()
     by_prompt = {p.input["prompt"]: p for p in wavespeed.predictions.values()}
+    callbacks: dict[str, Recorded] = {}
+    deliveries: dict[str, Recorded] = {}
+    for r in discord_fake.requests:
+        token = r.path.split("/")[3] if r.path.startswith(("/interactions/", "/webhooks/")) else ""
+        if r.path.endswith("/callback"):
+            callbacks.setdefault(token, r)
+        elif r.method == "PATCH" and r.files:
+            deliveries.setdefault(token, r)
     for i, payload in enumerate(payloads):
         token = payload["token"]
-        callback = discord_fake.requests.matching(lambda r, t=token: r.path.endswith(f"/{t}/callback"))
         state = discord_fake._interactions[token]
-        if callback and state.dispatched_at is not None:
-            figures.first_responses.append(callback[0].at - state.dispatched_at)
+        if token in callbacks and state.dispatched_at is not None:
+            figures.first_responses.append(callbacks[token].at - state.dispatched_at)
         prediction = by_prompt.get(f"bench job {i}")
-        delivered = discord_fake.requests.matching(lambda r, t=token: r.method == "PATCH" and t in r.path and bool(r.files))
-        if prediction is None or not delivered:
+        delivered = deliveries.get(token)
+        if prediction is None or delivered is None:
             figures.failed += 1
             continue
-        figures.overheads.append(delivered[0].at - prediction.completed_at)
+        figures.overheads.append(delivered.at - prediction.completed_at)
         figures.polls.append(len(wavespeed.result_polls(prediction.id)))
         figures.submits.append(sum(1 for s in wavespeed.submits() if (s.json or {}).get("prompt") == f"bench job {i}"))
     lag = re.search(r"event loop lag: .*?p99 ([\d.]+) ms", bot.log())
@@ -121,7 +149,7 @@ async def bench_bot(jobs: int, workdir: Path) -> Figures:
 
 
 async def bench_sdk(jobs: int) -> Figures:
-    import wavespeed as sdk  # the official SDK: `pip install -e ".[bench]"`
+    import wavespeed as sdk  # type: ignore[import-untyped,import-not-found,unused-ignore]  # the official SDK: pip install -e ".[bench]"
 
     figures = Figures("wavespeed SDK", jobs)
     fake = FakeWaveSpeed()
@@ -136,7 +164,9 @@ async def bench_sdk(jobs: int) -> Figures:
 
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = await asyncio.gather(*(loop.run_in_executor(pool, one, i) for i in range(jobs)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(loop.run_in_executor(pool, one, i) for i in range(jobs)), return_exceptions=True
+        )
     figures.failed = sum(isinstance(r, BaseException) for r in results)
     for prediction in fake.predictions.values():
         prompt = prediction.input["prompt"]
@@ -165,20 +195,23 @@ def table(rows: list[Figures]) -> str:
 
 def ratios(rows: list[Figures]) -> str:
     out = []
-    for bot in (r for r in rows if r.client == "bot"):
-        ref = next((r for r in rows if r.client != "bot" and r.jobs == bot.jobs), None)
+    for bot in (r for r in rows if r.client.startswith("bot")):
+        ref = next((r for r in rows if not r.client.startswith("bot") and r.jobs == bot.jobs), None)
         if ref is None or not ref.overheads or not bot.overheads:
             continue
         overhead = statistics.median(bot.overheads) / statistics.median(ref.overheads)
         polls = statistics.mean(bot.polls) / statistics.mean(ref.polls)
-        out.append(f"{bot.jobs} jobs: overhead median bot/SDK = {overhead:.2f}, polls per job bot/SDK = {polls:.2f}")
+        out.append(
+            f"{bot.jobs} jobs, {bot.client}: overhead median / SDK = {overhead:.2f}, polls per job / SDK = {polls:.2f}"
+        )
     return "\n".join(out)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", default="1,100,1000", help="concurrent jobs for the bot, comma separated")
-    parser.add_argument("--sdk-jobs", default="1,100", help="concurrent jobs for the SDK reference")
+    parser.add_argument("--sdk-jobs", default="1,100,1000", help="concurrent jobs for the SDK reference")
+    parser.add_argument("--modes", default="poll,push", help="bot modes: poll (default setup), push (webhook)")
     args = parser.parse_args()
     rows: list[Figures] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,9 +219,10 @@ async def main() -> None:
             rows.append(await bench_sdk(jobs))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         for jobs in [int(j) for j in args.jobs.split(",") if j]:
-            rows.append(await bench_bot(jobs, Path(tmp)))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
-    rows.sort(key=lambda f: (f.jobs, f.client != "bot"))
+            for mode in args.modes.split(","):
+                rows.append(await bench_bot(jobs, Path(tmp), push=mode == "push"))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    rows.sort(key=lambda f: (f.jobs, f.client))
     print()
     print(table(rows))
     print()
