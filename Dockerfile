@@ -11,5 +11,7 @@ RUN pip install . && useradd --create-home --uid 10001 bot && mkdir -p /app/data
 USER bot
 # The database lives here: mount a volume to keep it across container restarts.
 VOLUME ["/app/data"]
+# Only used when WEBHOOK_URL is set (WaveSpeed pushes finished predictions here).
+EXPOSE 8080
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]

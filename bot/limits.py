@@ -22,6 +22,13 @@ class Limits:
     guild_daily_images: int = 200
     global_daily_images: int = 1000
 
+    @property
+    def any(self) -> bool:
+        """False when every limit is off: admission then needs no counting at all."""
+        return any(
+            (self.user_active_images, self.user_window_images, self.guild_daily_images, self.global_daily_images)
+        )
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.discord import FakeDiscord
@@ -42,3 +44,11 @@ def placeholder_title(discord: FakeDiscord, token: str) -> str:
     message = discord.original(token)
     assert message is not None, "the interaction was never answered"
     return str((message.get("embeds") or [{}])[0].get("title", ""))
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Check a condition we can't await (a file or database another task or process writes) until it
+    holds or the deadline passes."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - no event to wait on: the writer is elsewhere
+            await asyncio.sleep(0.05)

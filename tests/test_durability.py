@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +19,14 @@ import pytest
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
-from tests.helpers import FINAL_TITLES, embeds_text, messages_with_images, placeholder_title, wait_final_edit
+from tests.helpers import (
+    FINAL_TITLES,
+    embeds_text,
+    messages_with_images,
+    placeholder_title,
+    wait_final_edit,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -177,10 +184,3 @@ async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot,
     final = await wait_final_edit(discord_fake, payload["token"], timeout=30)
     assert final.files and len(wavespeed.accepted_submits()) == 1
     await wait_until(lambda: job_states(tmp_path) == ["delivered"])
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Check a condition outside our reach (a file the bot writes) until it holds or the deadline passes."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - another process writes what we wait for
-            await asyncio.sleep(0.05)

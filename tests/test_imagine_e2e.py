@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import discord
 
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
-from tests.helpers import embeds_text
+from tests.helpers import embeds_text, wait_until
 
 MESSAGE_ROUTES = ("/callback", "/messages")
 
@@ -313,3 +314,20 @@ async def test_secrets_never_leave_their_own_service_or_reach_the_logs(start_bot
     assert not [r for r in wavespeed.requests if token in r.text()]
     lines = log_lines()
     assert lines and not [line for line in lines if token in line or key in line or "ws-another-secret" in line]
+
+
+async def test_an_interaction_answered_too_late_is_dropped_quietly(start_bot, wavespeed, log_lines, tmp_path):
+    bot = await start_bot()
+    payload = bot.discord.interaction("imagine", {"prompt": "too late"})
+    await bot.discord.dispatch_interaction(payload, backdate=3.5)  # the 3-second window is already gone
+    [callback] = await bot.discord.requests.wait_for(lambda r: r.path.endswith(f"/{payload['token']}/callback"))
+
+    assert callback.status == 404 and not wavespeed.submits()
+
+    def states() -> list[tuple[str, str]]:
+        with sqlite3.connect(tmp_path / "bot.db") as db:
+            return db.execute("SELECT state, outcome FROM jobs").fetchall()
+
+    await wait_until(lambda: states() == [("failed", "not answered")])
+    await bot.stop()
+    assert not [line for line in log_lines() if "Traceback" in line or "never retrieved" in line]

@@ -147,8 +147,11 @@ async def start_from_command(
         response = await interaction.response.send_message(
             embed=render.placeholder_embed(params, Stage.QUEUED), view=cancel_view(job.id), allowed_mentions=NO_MENTIONS
         )
-    except discord.HTTPException:
+    except discord.HTTPException as error:
         await admission.not_placed(job)
+        if error.code == 10062:  # answered too late (an overloaded bot): nothing was sent, nothing to say
+            log.warning("interaction %s expired before the bot could answer it", interaction.id)
+            return
         raise
     await admission.placed(job, response.message_id)
 
@@ -162,4 +165,7 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
     else:
         log.error("command failed", exc_info=error)
         message = "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."
-    await reply_privately(interaction, message)
+    try:
+        await reply_privately(interaction, message)
+    except discord.HTTPException as failure:  # the interaction may have expired meanwhile
+        log.warning("could not tell the member about an error: %s", failure)

@@ -74,14 +74,17 @@ class Admission:
             return f"⛔ {by_server} {NOTHING_SENT}"
         async with self._lock:
             now = time.time()
-            usage = await usage_for(
-                self._jobs.db,
-                user_id=interaction.user.id,
-                guild_id=interaction.guild_id,
-                now=now,
-                window_seconds=self._limits.user_window_seconds,
-            )
-            limit = check(self._limits, usage, params.num_images, now=now, in_guild=interaction.guild_id is not None)
+            limit = None
+            if self._limits.any:
+                usage = await usage_for(
+                    self._jobs.db,
+                    user_id=interaction.user.id,
+                    guild_id=interaction.guild_id,
+                    now=now,
+                    window_seconds=self._limits.user_window_seconds,
+                )
+                in_guild = interaction.guild_id is not None
+                limit = check(self._limits, usage, params.num_images, now=now, in_guild=in_guild)
             if limit is None:
                 return await self._jobs.create(
                     NewJob(
@@ -99,6 +102,7 @@ class Admission:
                         source_job_id=source_job_id,
                     )
                 )
+        assert limit is not None
         log.info("user %s refused by %s", interaction.user.id, limit.limit)
         return f"⛔ {limit.message} {NOTHING_SENT}"
 
