@@ -13,7 +13,6 @@ token: it is only needed while the placeholder can still be edited.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import json
@@ -113,6 +112,7 @@ class JobRecord(NewJob):
         values["state"] = JobState(values["state"])
         values["interaction_token"] = values["interaction_token"] or ""
         values["channel_nsfw"] = bool(values["channel_nsfw"])
+        values.pop("last_detail", None)
         return cls(**values)
 
 
@@ -120,26 +120,25 @@ class JobStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._db.row_factory = aiosqlite.Row
-        self._lock = asyncio.Lock()  # a transition reads then writes: one at a time
 
     @property
     def db(self) -> aiosqlite.Connection:
         return self._db
 
     async def create(self, job: NewJob) -> JobRecord:
+        """Write a new queued job (its "created" event comes with it, by trigger): one statement."""
         now = time.time()
         values = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
         values.update(params=json.dumps(dataclasses.asdict(job.params)), state=S.QUEUED.value, updated_at=now)
+        values["last_detail"] = "created"
         columns = ", ".join(values)
-        async with self._lock:
-            cursor = await self._db.execute(
-                f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
-            )
-            job_id = cursor.lastrowid
-            assert job_id is not None
-            await self._event(job_id, None, S.QUEUED, "created", now)
-            await self._db.commit()
-        return await self.get(job_id)
+        cursor = await self._db.execute(
+            f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+        )
+        assert cursor.lastrowid is not None
+        return JobRecord(
+            **{f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}, id=cursor.lastrowid, updated_at=now
+        )
 
     async def get(self, job_id: int) -> JobRecord:
         async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
@@ -149,32 +148,27 @@ class JobStore:
         return JobRecord.from_row(row)
 
     async def transition(self, job_id: int, to: JobState, *, detail: str = "", **fields: Any) -> JobRecord:
-        """Move a job to `to`, setting `fields` with it; the only way code changes a job."""
+        """Move a job to `to`, setting `fields` with it; the only way code changes a job. The UPDATE
+        only matches a job in a state that may move to `to`, and writes the event by trigger."""
         unknown = set(fields) - FIELDS
         if unknown:
             raise ValueError(f"not a job field: {sorted(unknown)}")
-        async with self._lock:
-            current = await self.get(job_id)
-            if to not in TRANSITIONS[current.state]:
-                raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
-            now = time.time()
-            values: dict[str, Any] = {**fields, "state": to.value, "updated_at": now}
-            if to in TERMINAL:
-                values["interaction_token"] = None
-            assignments = ", ".join(f"{name} = ?" for name in values)
-            await self._db.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?",
-                (*values.values(), job_id, current.state.value),
-            )
-            await self._event(job_id, current.state, to, detail, now)
-            await self._db.commit()
-        return await self.get(job_id)
-
-    async def _event(self, job_id: int, before: JobState | None, after: JobState, detail: str, at: float) -> None:
-        await self._db.execute(
-            "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
-            (job_id, at, before.value if before else None, after.value, detail or None),
+        sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
+        values: dict[str, Any] = {**fields, "state": to.value, "updated_at": time.time(), "last_detail": detail or None}
+        if to in TERMINAL:
+            values["interaction_token"] = None
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        marks = ", ".join("?" * len(sources))
+        cursor = await self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({marks}) RETURNING *",
+            (*values.values(), job_id, *sources),
         )
+        row = await cursor.fetchone()
+        await cursor.close()
+        if row is None:
+            current = await self.get(job_id)  # raises KeyError for a job that doesn't exist
+            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
+        return JobRecord.from_row(row)
 
     async def unfinished(self) -> list[JobRecord]:
         """Jobs a restart must pick up, oldest first."""
@@ -192,10 +186,8 @@ class JobStore:
         """Delete finished jobs (and their events) created more than `older_than_days` ago."""
         cutoff = time.time() - older_than_days * 86400
         marks = ", ".join("?" * len(TERMINAL))
-        async with self._lock:
-            cursor = await self._db.execute(
-                f"DELETE FROM jobs WHERE created_at < ? AND state IN ({marks})",
-                (cutoff, *(s.value for s in TERMINAL)),
-            )
-            await self._db.commit()
+        cursor = await self._db.execute(
+            f"DELETE FROM jobs WHERE created_at < ? AND state IN ({marks})",
+            (cutoff, *(s.value for s in TERMINAL)),
+        )
         return cursor.rowcount
