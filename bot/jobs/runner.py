@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 S = JobState
 # How long a last "paused" or "failed" edit may take before the bot gives up on it.
 LAST_EDIT_TIMEOUT = 5.0
+# Jobs downloading and uploading images at the same time (each holds up to four images in memory).
+DELIVERY_CONCURRENCY = 16
 # A recovered job past its deadline still gets this long to fetch a result that may be ready.
 RESUME_MINIMUM = 15.0
 
@@ -106,6 +108,7 @@ class JobRunner:
         self._review = review
         self._after_delivery = after_delivery
         self.queue = FairQueue(max_concurrent, on_change=self._queue_changed)
+        self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._runs: dict[int, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._positions_pending = False
@@ -247,24 +250,27 @@ class JobRunner:
         self._release(run)  # WaveSpeed is done with it: the next job may start
         if run.job.state is S.SUBMITTED:
             run.job = await self._jobs.transition(run.job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
-        outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
-        shown = await self._review(run.job, outputs) if self._review else outputs  # the server's NSFW policy
-        await run.progress.close()
-        run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(shown.files)} files")
-        sent = await self._deliver(run.job, run.target, prediction, shown)
-        run.job = await self._jobs.transition(
-            run.job.id,
-            S.DELIVERED,
-            result_message_id=sent.id if sent else None,
-            finished_at=time.time(),
-            outcome="delivered",
-        )
-        log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(shown.files))
-        if self._after_delivery is not None:
-            try:
-                await self._after_delivery(run.job, prediction, outputs, sent)
-            except Exception:  # the images are out; a side effect must not turn that into a failure
-                log.exception("after-delivery step failed for job %s", run.job.id)
+        # Images are held in memory only here, for a bounded number of jobs at once: memory stays
+        # flat however many jobs finish together.
+        async with self._delivering:
+            outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
+            shown = await self._review(run.job, outputs) if self._review else outputs  # the server's NSFW policy
+            await run.progress.close()
+            run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(shown.files)} files")
+            sent = await self._deliver(run.job, run.target, prediction, shown)
+            run.job = await self._jobs.transition(
+                run.job.id,
+                S.DELIVERED,
+                result_message_id=sent.id if sent else None,
+                finished_at=time.time(),
+                outcome="delivered",
+            )
+            log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(shown.files))
+            if self._after_delivery is not None:
+                try:
+                    await self._after_delivery(run.job, prediction, outputs, sent)
+                except Exception:  # the images are out; a side effect must not turn that into a failure
+                    log.exception("after-delivery step failed for job %s", run.job.id)
 
     async def _queue_and_submit(self, run: _Run) -> None:
         """Wait for a turn, then submit. A 429 puts the job back at the head of the line."""

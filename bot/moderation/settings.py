@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal
 
@@ -45,18 +46,28 @@ class GuildSettingsStore:
         self._db = db
         self._cache: dict[int, GuildSettings] = {}
         self._matchers: dict[int, TermMatcher] = {}
+        self._loading: dict[int, asyncio.Future[GuildSettings]] = {}
 
     async def get(self, guild_id: int | None) -> GuildSettings:
         if guild_id is None:
             return DEFAULTS
-        if guild_id not in self._cache:
-            async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
-                row = await cur.fetchone()
-            try:
-                self._cache[guild_id] = GuildSettings.model_validate_json(row[0]) if row else DEFAULTS
-            except ValidationError:
-                self._cache[guild_id] = DEFAULTS  # an unreadable document must not lock moderators out
-        return self._cache[guild_id]
+        if guild_id in self._cache:
+            return self._cache[guild_id]
+        # A burst of commands from a server not seen yet reads its settings once, not once per command.
+        loading = self._loading.get(guild_id)
+        if loading is None:
+            loading = self._loading[guild_id] = asyncio.ensure_future(self._load(guild_id))
+            loading.add_done_callback(lambda _: self._loading.pop(guild_id, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, guild_id: int) -> GuildSettings:
+        async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        try:
+            settings = GuildSettings.model_validate_json(row[0]) if row else DEFAULTS
+        except ValidationError:
+            settings = DEFAULTS  # an unreadable document must not lock moderators out
+        return self._cache.setdefault(guild_id, settings)
 
     async def save(self, guild_id: int, settings: GuildSettings) -> GuildSettings:
         await self._db.execute(
@@ -64,7 +75,6 @@ class GuildSettingsStore:
             "ON CONFLICT(guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
             (guild_id, settings.model_dump_json(), time.time()),
         )
-        await self._db.commit()
         self._cache[guild_id] = settings
         self._matchers.pop(guild_id, None)
         return settings

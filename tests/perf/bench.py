@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.metrics import LoopLagMonitor
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
@@ -46,6 +47,7 @@ class Figures:
     loop_lag_p99_ms: float | None = None
     peak_rss_mb: float | None = None
     failed: int = 0
+    harness_lag: str = ""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -117,8 +119,10 @@ async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
             WAVESPEED_WEBHOOK_SECRET=wavespeed.webhook_secret,
         )
     bot = BotProcess(discord_fake, env, workdir)
+    harness = LoopLagMonitor()  # the fakes share this process: if its loop lags, the figures do too
     try:
         await bot.start()
+        harness.start()
         payloads = [
             discord_fake.interaction("imagine", {"prompt": f"bench job {i}"}, user_id=1310000000000001000 + i)
             for i in range(jobs)
@@ -128,6 +132,8 @@ async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
         await delivered_all(discord_fake, {p["token"] for p in payloads}, timeout=120 + jobs * 0.2)
         assert bot.process is not None
         figures.peak_rss_mb = peak_rss_mb(bot.process.pid)
+        await harness.stop()
+        figures.harness_lag = harness.summary()
         await bot.terminate()
     finally:
         await bot.cleanup()
@@ -234,6 +240,7 @@ async def main() -> None:
             for mode in args.modes.split(","):
                 rows.append(await bench_bot(jobs, Path(tmp), push=mode == "push"))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+                print(f"    (the harness's own {rows[-1].harness_lag})", flush=True)
     rows.sort(key=lambda f: (f.jobs, f.client))
     print()
     print(table(rows))
