@@ -262,7 +262,7 @@ class WaveSpeedClient:
             if prediction.is_pending or not (prediction.is_completed or prediction.is_failed):
                 unfinished_at = loop.time() - started
                 continue
-            self.schedule.observe(unfinished_at)
+            self.schedule.observe(unfinished_at, loop.time() - started)
             if prediction.is_completed:
                 if not prediction.output_urls:
                     raise OutputError("the prediction completed with no outputs", prediction_id=prediction_id)
