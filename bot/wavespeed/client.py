@@ -80,7 +80,7 @@ class WaveSpeedClient:
         api_key: SecretStr,
         base_url: str,
         request_timeout: float = 30.0,
-        poll_interval: float = 0.75,
+        poll_interval: float = 0.8,
         max_backoff: float = 10.0,
         rng: random.Random | None = None,
         webhook_url: str | None = None,
@@ -98,7 +98,9 @@ class WaveSpeedClient:
         if webhook_url:
             self.schedule = PollSchedule(interval=push_poll_interval, first_default=push_poll_interval)
         else:  # WaveSpeed's own bot polls every 1.5 s, the SDK every 1 s: spend no more, wait less
-            self.schedule = PollSchedule(interval=poll_interval, first_default=poll_interval * 4 / 3)
+            # Before any prediction has finished, the first poll waits 2.5 steps (2 s by default):
+            # FLUX.1 Kontext [pro] takes longer than that, so earlier polls would only cost requests.
+            self.schedule = PollSchedule(interval=poll_interval, first_default=poll_interval * 2.5)
         self._waiters: dict[str, asyncio.Future[Prediction]] = {}
         self._early: dict[str, Prediction] = {}  # pushed before anyone waited
 

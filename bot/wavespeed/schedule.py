@@ -12,7 +12,7 @@ MIN_SAMPLES = 5  # fewer than this and the schedule doesn't guess
 
 class PollSchedule:
     def __init__(
-        self, *, interval: float = 0.75, first_default: float = 1.0, floor: float = 0.25, keep: int = 50
+        self, *, interval: float = 0.8, first_default: float = 2.0, floor: float = 0.25, keep: int = 50
     ) -> None:
         self.interval = interval
         self._first_default = first_default
