@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Sequence
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -34,6 +35,7 @@ from bot.wavespeed.models import Prediction
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL = 24 * 3600.0
+DISCORD_CONNECTIONS = 64
 
 
 class ImagineBot(commands.Bot):
@@ -45,6 +47,9 @@ class ImagineBot(commands.Bot):
             intents=discord.Intents(guilds=True),
             # Nothing the bot sends pings anyone unless a call says so explicitly.
             allowed_mentions=discord.AllowedMentions.none(),
+            # discord.py's default is unlimited connections: a burst of 1000 commands then holds 1000
+            # sockets and their buffers. Discord allows ~50 requests/s anyway, so a bounded pool costs nothing.
+            connector=aiohttp.TCPConnector(limit=DISCORD_CONNECTIONS),
         )
         self.store = store
         self.jobs = JobStore(store.db)
