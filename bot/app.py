@@ -67,6 +67,7 @@ class ImagineBot(commands.Bot):
             result_view=result_view,
             review=self._review,
             after_delivery=self._log_generation,
+            find_placeholder=lambda job: Placeholder(self, job).find_original(),
         )
         self.settings = settings
         self.admission = Admission(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import discord
 
@@ -25,6 +26,9 @@ DEAD_TOKEN_CODES = frozenset({10015, 50027})
 # Stop using the token a little before it expires, so an upload does not die half way.
 TOKEN_MARGIN = timedelta(seconds=30)
 TOKEN_LIFETIME = timedelta(minutes=15)
+# Discord's alias for an interaction's first answer in webhook message routes (discord.py formats
+# the id into the path, so the alias passes through although the parameter is typed int).
+ORIGINAL = cast(int, "@original")
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
@@ -68,6 +72,16 @@ class Placeholder:
     def nonce(self) -> str:
         """The same for every attempt at one job's channel delivery: Discord drops a repeat."""
         return f"imagine-job-{self.job_id}"
+
+    async def find_original(self) -> int | None:
+        """The message id of the interaction's answer, if it was sent (asked through the token)."""
+        if self._webhook is None or discord.utils.utcnow() >= self._expires_at:
+            return None
+        try:
+            message = await self._webhook.fetch_message(ORIGINAL)
+        except discord.HTTPException:
+            return None
+        return message.id
 
     def _by_bot_token(self) -> discord.PartialMessage | None:
         if self.channel_id is None or self.message_id is None:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
+from bot.jobs.store import JobStore, NewJob
+from bot.params import ImagineParams
+from bot.store import Store
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
@@ -184,3 +189,41 @@ async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot,
     final = await wait_final_edit(discord_fake, payload["token"], timeout=30)
     assert final.files and len(wavespeed.accepted_submits()) == 1
     await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+
+
+async def test_a_crash_between_answering_and_recording_the_placeholder_is_recovered(
+    start_bot, discord_fake, wavespeed, tmp_path
+):
+    """The job row exists, the interaction was answered, but the bot died before noting the
+    placeholder's id: after the restart it finds the answer through the token and carries on.
+    A row whose interaction was never answered is closed without sending anything."""
+    answered_payload = discord_fake.interaction("imagine", {"prompt": "answered"})
+    silent_payload = discord_fake.interaction("imagine", {"prompt": "silent"})
+    for payload in (answered_payload, silent_payload):
+        discord_fake._interactions[payload["token"]].dispatched_at = time.monotonic()
+    url = f"{discord_fake.api_url}/interactions/{answered_payload['id']}/{answered_payload['token']}/callback"
+    async with aiohttp.ClientSession() as http:  # what the bot sent just before it died
+        placeholder = {"type": 4, "data": {"embeds": [{"title": "Imagining…", "description": "> answered"}]}}
+        async with http.post(url, json=placeholder) as response:
+            assert response.status == 204
+    async with await Store.open(str(tmp_path / "bot.db")) as store:
+        jobs = JobStore(store.db)
+        for payload in (answered_payload, silent_payload):
+            await jobs.create(
+                NewJob(
+                    interaction_id=int(payload["id"]),
+                    interaction_token=payload["token"],
+                    application_id=discord_fake.application_id,
+                    guild_id=discord_fake.guild_id,
+                    channel_id=discord_fake.channel_id,
+                    user_id=discord_fake.user_id,
+                    created_at=discord.utils.snowflake_time(int(payload["id"])).timestamp(),
+                    params=ImagineParams(prompt=payload["data"]["options"][0]["value"], seed=3, seed_was_random=False),
+                    file_limit=10 * 1024 * 1024,
+                )
+            )
+
+    await start_bot()
+    final = await wait_final_edit(discord_fake, answered_payload["token"])
+    assert final.files and [s.json["prompt"] for s in wavespeed.submits()] == ["answered"]
+    await wait_until(lambda: job_states(tmp_path) == ["delivered", "failed"])

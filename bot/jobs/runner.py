@@ -95,6 +95,7 @@ class JobRunner:
         result_view: Callable[[int], discord.ui.View | None] = lambda job_id: None,
         review: Review | None = None,
         after_delivery: AfterDelivery | None = None,
+        find_placeholder: Callable[[JobRecord], Awaitable[int | None]] | None = None,
     ) -> None:
         self._client = client
         self._jobs = jobs
@@ -107,6 +108,7 @@ class JobRunner:
         self._result_view = result_view
         self._review = review
         self._after_delivery = after_delivery
+        self._find_placeholder = find_placeholder
         self.queue = FairQueue(max_concurrent, on_change=self._queue_changed)
         self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._runs: dict[int, _Run] = {}
@@ -130,10 +132,13 @@ class JobRunner:
         unfinished = []
         for job in await self._jobs.unfinished():
             if job.state is S.QUEUED and job.message_id is None:
-                # The bot stopped before answering the interaction: the member saw it fail.
-                await self._jobs.transition(job.id, S.FAILED, detail="never answered", outcome="not answered")
-            else:
-                unfinished.append(job)
+                # Stopped around answering the interaction: if the answer went out, it is the placeholder.
+                found = await self._find_placeholder(job) if self._find_placeholder else None
+                if found is None:  # never answered: the member saw "the application did not respond"
+                    await self._jobs.transition(job.id, S.FAILED, detail="never answered", outcome="not answered")
+                    continue
+                job = await self._jobs.transition(job.id, S.QUEUED, detail="placeholder found", message_id=found)
+            unfinished.append(job)
         self.queue.restore([j.queue_tag for j in unfinished if j.queue_tag is not None and j.state is S.QUEUED])
         for job in unfinished:
             log.info("resuming job %s from %s", job.id, job.state)
