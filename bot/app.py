@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton, cancel_view
 from bot.cogs.imagine import ImagineCog, on_tree_error
-from bot.cogs.results import ResultButton, result_view
+from bot.cogs.results import ResultButton, post_reply_placeholder, result_view
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.delivery import Placeholder
@@ -67,7 +67,7 @@ class ImagineBot(commands.Bot):
             result_view=result_view,
             review=self._review,
             after_delivery=self._log_generation,
-            find_placeholder=lambda job: Placeholder(self, job).find_original(),
+            find_placeholder=self._find_placeholder,
         )
         self.settings = settings
         self.admission = Admission(
@@ -97,6 +97,30 @@ class ImagineBot(commands.Bot):
         if resumed:
             log.info("resumed %d unfinished job(s) from the last run", resumed)
         self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-jobs")
+
+    async def _find_placeholder(self, job: JobRecord) -> int | None:
+        """After a crash around posting a job's placeholder: the message, if it was posted."""
+        if job.interaction_token:
+            return await Placeholder(self, job).find_original()
+        if job.channel_id is None or job.source_job_id is None:
+            return None
+        # A reply placeholder: posting it again with its nonce returns the first one if it exists.
+        try:
+            source = await self.jobs.get(job.source_job_id)
+        except KeyError:
+            source = None
+        reference = None
+        if source is not None and (source.result_message_id or source.message_id):
+            reference = discord.MessageReference(
+                message_id=source.result_message_id or source.message_id or 0,
+                channel_id=job.channel_id,
+                fail_if_not_exists=False,
+            )
+        try:
+            message = await post_reply_placeholder(self.get_partial_messageable(job.channel_id), job, reference)
+        except discord.HTTPException:
+            return None
+        return message.id
 
     async def _review(self, job: JobRecord, outputs: PreparedOutputs) -> PreparedOutputs:
         """The server's NSFW policy for the job's channel kind."""

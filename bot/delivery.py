@@ -39,6 +39,12 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
+def placeholder_nonce(job_id: int) -> str:
+    """The nonce of a placeholder the bot posts itself: posting it again after a crash returns the
+    first one instead of a duplicate (Discord keeps nonces for a few minutes)."""
+    return f"imagine-ph-{job_id}"
+
+
 def token_is_dead(error: discord.HTTPException) -> bool:
     return error.code in DEAD_TOKEN_CODES
 

@@ -223,7 +223,40 @@ async def test_a_crash_between_answering_and_recording_the_placeholder_is_recove
                 )
             )
 
+        # A Re-roll's reply placeholder, posted with its nonce just before the crash.
+        reply = await jobs.create(
+            NewJob(
+                interaction_id=1,
+                interaction_token="",
+                application_id=discord_fake.application_id,
+                guild_id=discord_fake.guild_id,
+                channel_id=discord_fake.channel_id,
+                user_id=discord_fake.user_id,
+                created_at=time.time(),
+                params=ImagineParams(prompt="rerolled", seed=4, seed_was_random=False),
+                file_limit=10 * 1024 * 1024,
+                kind="reroll",
+                source_job_id=999,
+            )
+        )
+    posted = {"embeds": [{"title": "Imagining…"}], "nonce": f"imagine-ph-{reply.id}", "enforce_nonce": True}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{discord_fake.api_url}/channels/{discord_fake.channel_id}/messages",
+            json=posted,
+            headers={"Authorization": f"Bot {discord_fake.token}"},
+        ) as response,
+    ):
+        reply_message_id = int((await response.json())["id"])
+
     await start_bot()
     final = await wait_final_edit(discord_fake, answered_payload["token"])
-    assert final.files and [s.json["prompt"] for s in wavespeed.submits()] == ["answered"]
-    await wait_until(lambda: job_states(tmp_path) == ["delivered", "failed"])
+    assert final.files
+    await wait_until(lambda: job_states(tmp_path) == ["delivered", "failed", "delivered"])
+    assert sorted(s.json["prompt"] for s in wavespeed.submits()) == ["answered", "rerolled"]
+    same_nonce = [
+        m for m in discord_fake.channel_messages(discord_fake.channel_id) if m.get("nonce") == posted["nonce"]
+    ]
+    assert [int(m["id"]) for m in same_nonce] == [reply_message_id]  # found again, not posted twice
+    assert same_nonce[0]["attachments"]  # and it became the result

@@ -17,7 +17,7 @@ import discord
 
 from bot import render
 from bot.cogs.cancel import cancel_view
-from bot.delivery import NO_MENTIONS, reply_privately
+from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
 from bot.jobs.progress import Stage
 from bot.jobs.store import JobRecord
 from bot.moderation.log import deletion_entry
@@ -139,18 +139,27 @@ async def start_reply(
         await bot.admission.not_placed(job)
         return
     try:
-        placeholder = await channel.send(
-            embed=render.placeholder_embed(params, Stage.QUEUED),
-            view=cancel_view(job.id),
-            reference=reference,  # type: ignore[arg-type]
-            allowed_mentions=NO_MENTIONS,
-        )
+        placeholder = await post_reply_placeholder(channel, job, reference)
     except discord.HTTPException as error:
         log.warning("could not post the placeholder for job %s: %s", job.id, error)
         await bot.admission.not_placed(job)
         await interaction.followup.send(render.explain(error), ephemeral=True, allowed_mentions=NO_MENTIONS)
         return
     await bot.admission.placed(job, placeholder.id)
+
+
+async def post_reply_placeholder(
+    channel: discord.abc.Messageable, job: JobRecord, reference: discord.MessageReference | None
+) -> discord.Message:
+    """The reply a Re-roll or Edit job shows its progress in. Its nonce makes a repeat after a crash
+    return the same message."""
+    return await channel.send(
+        embed=render.placeholder_embed(job.params, Stage.QUEUED),
+        view=cancel_view(job.id),
+        reference=reference,  # type: ignore[arg-type]
+        allowed_mentions=NO_MENTIONS,
+        nonce=placeholder_nonce(job.id),
+    )
 
 
 async def delete(bot: Services, interaction: discord.Interaction, job: JobRecord | None) -> None:
