@@ -54,7 +54,10 @@ class ProgressReporter:
         self._min_interval = min_interval
         self._latest: Status | None = None
         self._shown: Status | None = Status(Stage.QUEUED)  # the initial response already says "Queued"
-        self._last_edit = float("-inf")
+        # The placeholder was just posted: count that as an edit. A quick job then never spends an
+        # edit on "Submitted", and a burst of commands doesn't edit every placeholder at once while
+        # Discord is still waiting for the burst's answers.
+        self._last_edit = asyncio.get_running_loop().time()
         self._worker: asyncio.Task[None] | None = None
         self._editing = False
         self._closed = False
