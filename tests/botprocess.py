@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,13 @@ from tests.fakes.wavespeed import FakeWaveSpeed
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on right now (for the bot's webhook receiver)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, **extra: str) -> dict[str, str]:

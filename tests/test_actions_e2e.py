@@ -6,23 +6,15 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-import discord
-
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import EDIT, TEXT_TO_IMAGE, Scenario
-from tests.helpers import embeds_text
+from tests.helpers import admin, answered, embeds_text
 
 if TYPE_CHECKING:
     from tests.conftest import RunningBot
 
-REQUESTER, OTHER, MODERATOR = 1310000000000000201, 1310000000000000202, 1310000000000000203
-MANAGE = discord.Permissions(manage_guild=True, manage_messages=True).value
-
-
-async def answered(fake: FakeDiscord, payload: dict[str, Any]) -> Recorded:
-    [callback] = await fake.requests.wait_for(lambda r: r.path.endswith(f"/{payload['token']}/callback"))
-    return callback
+REQUESTER, OTHER = 1310000000000000201, 1310000000000000202
 
 
 async def result(bot: RunningBot, prompt: str = "a lighthouse", **options: Any) -> dict[str, Any]:
@@ -94,12 +86,7 @@ async def test_reroll_by_the_requester_and_another_member_replies_with_a_new_see
 async def test_requester_only_setting_refuses_other_members(start_bot, wavespeed):
     bot = await start_bot()
     fake: FakeDiscord = bot.discord
-    setting = fake.interaction("imagine-admin", {}, user_id=MODERATOR, member_permissions=MANAGE)
-    setting["data"]["options"] = [
-        {"type": 1, "name": "actions", "options": [{"name": "who", "type": 3, "value": "requester"}]}
-    ]
-    await fake.dispatch_interaction(setting)
-    await answered(fake, setting)
+    assert "✅" in await admin(fake, "actions", who="requester")
     original = await result(bot)
 
     for label in ("Re-roll", "Edit"):
@@ -171,10 +158,7 @@ async def test_actions_respect_limits_and_blocked_terms(start_bot, wavespeed):
     refusal = await answered(fake, await press(fake, original, "Re-roll"))
     assert refusal.json["data"]["flags"] & 64 and "in the last hour" in embeds_text(refusal)
 
-    block = fake.interaction("imagine-admin", {}, user_id=MODERATOR, member_permissions=MANAGE)
-    block["data"]["options"] = [{"type": 1, "name": "block", "options": [{"name": "term", "type": 3, "value": "gore"}]}]
-    await fake.dispatch_interaction(block)
-    await answered(fake, block)
+    assert "✅" in await admin(fake, "block", term="gore")
     await answered(fake, await press(fake, original, "Edit", user=OTHER))
     modal = fake.modals[-1]
     fields = [row["components"][0]["custom_id"] for row in modal["components"]]
@@ -187,24 +171,19 @@ async def test_actions_respect_limits_and_blocked_terms(start_bot, wavespeed):
     assert len(wavespeed.submits()) == 1
 
 
+def attach(payload: dict[str, Any], ident: str, filename: str, content_type: str, url: str) -> None:
+    """Give an /imagine-edit payload its `image` option, resolved as Discord sends attachments."""
+    payload["data"]["options"].append({"name": "image", "type": 11, "value": ident})
+    attachment = {"id": ident, "filename": filename, "size": 1234, "url": url, "proxy_url": url}
+    payload["data"]["resolved"] = {"attachments": {ident: {**attachment, "content_type": content_type}}}
+
+
 async def test_imagine_edit_command_edits_an_attached_image(start_bot, wavespeed):
     bot = await start_bot()
     fake: FakeDiscord = bot.discord
     url = f"{fake.base_url}/attachments/1/2/cat.png"
     payload = fake.interaction("imagine-edit", {"prompt": "give the cat a hat"}, user_id=REQUESTER)
-    payload["data"]["options"].append({"name": "image", "type": 11, "value": "900"})
-    payload["data"]["resolved"] = {
-        "attachments": {
-            "900": {
-                "id": "900",
-                "filename": "cat.png",
-                "size": 1234,
-                "url": url,
-                "proxy_url": url,
-                "content_type": "image/png",
-            }
-        }
-    }
+    attach(payload, "900", "cat.png", "image/png", url)
     await fake.dispatch_interaction(payload)
     final = await bot.final_edit(payload)
 
@@ -213,19 +192,7 @@ async def test_imagine_edit_command_edits_an_attached_image(start_bot, wavespeed
     assert final.files and TEXT_TO_IMAGE not in edit.path
 
     text_file = fake.interaction("imagine-edit", {"prompt": "x"}, user_id=REQUESTER)
-    text_file["data"]["options"].append({"name": "image", "type": 11, "value": "901"})
-    text_file["data"]["resolved"] = {
-        "attachments": {
-            "901": {
-                "id": "901",
-                "filename": "a.txt",
-                "size": 3,
-                "url": url,
-                "proxy_url": url,
-                "content_type": "text/plain",
-            }
-        }
-    }
+    attach(text_file, "901", "a.txt", "text/plain", url)
     await fake.dispatch_interaction(text_file)
     refused = await answered(fake, text_file)
     assert refused.json["data"]["flags"] & 64 and "must be a PNG, JPEG or WebP" in embeds_text(refused)

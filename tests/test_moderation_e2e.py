@@ -11,53 +11,14 @@ import pytest
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
-from tests.helpers import embeds_text
+from tests.helpers import MANAGE, admin, answered, embeds_text
 
 if TYPE_CHECKING:
     from tests.conftest import RunningBot
 
-REQUESTER, STRANGER, MODERATOR = 1310000000000000201, 1310000000000000202, 1310000000000000203
+REQUESTER, STRANGER = 1310000000000000201, 1310000000000000202
 LOG_CHANNEL, ART_CHANNEL, ARTISTS = 1310000000000000900, 1310000000000000901, 1310000000000000950
-MANAGE = discord.Permissions(manage_guild=True, manage_messages=True).value
 MEMBER = discord.Permissions(send_messages=True, use_application_commands=True).value
-
-
-async def answered(fake: FakeDiscord, payload: dict[str, Any]) -> Recorded:
-    [callback] = await fake.requests.wait_for(lambda r: r.path.endswith(f"/{payload['token']}/callback"))
-    return callback
-
-
-async def admin(bot: RunningBot, sub: str, **options: Any) -> str:
-    """Run /imagine-admin <sub> as a moderator; channels and roles are passed as ('channel'|'role', id)."""
-    fake = bot.discord
-    payload = fake.interaction("imagine-admin", {}, user_id=MODERATOR, member_permissions=MANAGE)
-    resolved: dict[str, dict[str, Any]] = {}
-    rendered = []
-    for name, value in options.items():
-        if isinstance(value, tuple):
-            kind, ident = value
-            if kind == "channel":
-                resolved.setdefault("channels", {})[str(ident)] = {
-                    "id": str(ident), "type": 0, "name": f"c{ident % 1000}", "permissions": str(MANAGE),
-                    "guild_id": str(fake.guild_id), "nsfw": False, "parent_id": None, "position": 0,
-                }  # fmt: skip
-                rendered.append({"name": name, "type": 7, "value": str(ident)})
-            else:
-                resolved.setdefault("roles", {})[str(ident)] = {
-                    "id": str(ident), "name": "artists", "color": 0, "hoist": False, "position": 1,
-                    "permissions": "0", "managed": False, "mentionable": False, "flags": 0,
-                }  # fmt: skip
-                rendered.append({"name": name, "type": 8, "value": str(ident)})
-        else:
-            kind_of = 5 if isinstance(value, bool) else 3
-            rendered.append({"name": name, "type": kind_of, "value": value})
-    payload["data"]["options"] = [{"type": 1, "name": sub, "options": rendered}]
-    if resolved:
-        payload["data"]["resolved"] = resolved
-    await fake.dispatch_interaction(payload)
-    reply = await answered(fake, payload)
-    assert reply.json["data"]["flags"] & 64  # every admin answer is private
-    return embeds_text(reply)
 
 
 async def imagine(bot: RunningBot, prompt: str, **options: Any) -> tuple[dict[str, Any], Recorded]:
@@ -75,13 +36,13 @@ def log_entries(fake: FakeDiscord, title: str) -> list[Recorded]:
 
 async def test_admin_show_set_and_reset(start_bot):
     bot = await start_bot()
-    shown = await admin(bot, "show")
+    shown = await admin(bot.discord, "show")
     assert "Normal channels: **spoiler**" in shown and "Age-restricted channels: **5**" in shown
     assert "Moderation log: off" in shown or "Moderation log\noff" in shown.replace(": ", "\n")
-    assert "never shown plainly" in await admin(bot, "nsfw", channel_kind="normal", policy="show")
-    assert "✅" in await admin(bot, "nsfw", channel_kind="normal", policy="withhold")
-    assert "Normal channels: **withhold**" in await admin(bot, "show")
-    assert "Normal channels: **spoiler**" in await admin(bot, "reset")
+    assert "never shown plainly" in await admin(bot.discord, "nsfw", channel_kind="normal", policy="show")
+    assert "✅" in await admin(bot.discord, "nsfw", channel_kind="normal", policy="withhold")
+    assert "Normal channels: **withhold**" in await admin(bot.discord, "show")
+    assert "Normal channels: **spoiler**" in await admin(bot.discord, "reset")
 
 
 @pytest.mark.parametrize(
@@ -99,7 +60,7 @@ async def test_nsfw_policy_per_channel_kind_with_true_false_and_missing_flags(
     wavespeed.scenario = Scenario(nsfw_flags=[True, False])  # the third image has no flag: counts as flagged
     bot = await start_bot()
     if policy:
-        await admin(bot, "nsfw", channel_kind="age-restricted" if age_restricted else "normal", policy=policy)
+        await admin(bot.discord, "nsfw", channel_kind="age-restricted" if age_restricted else "normal", policy=policy)
     payload, _ = await imagine(bot, "three cats", num_images=3, channel_nsfw=age_restricted)
     final = await bot.final_edit(payload)
 
@@ -115,7 +76,7 @@ async def test_tolerance_caps_refuse_with_the_cap_named(start_bot, wavespeed):
     assert "above this server's cap of 2" in embeds_text(refused) and refused.json["data"]["flags"] & 64
     _, allowed = await imagine(bot, "bold", safety_tolerance="5", channel_nsfw=True)
     assert allowed.json["type"] == 4 and not allowed.json["data"].get("flags")
-    await admin(bot, "tolerance-cap", channel_kind="age-restricted", value="4")
+    await admin(bot.discord, "tolerance-cap", channel_kind="age-restricted", value="4")
     _, capped = await imagine(bot, "bolder", safety_tolerance="5", channel_nsfw=True)
     assert "cap of 4 for age-restricted channels" in embeds_text(capped)
     await wavespeed.requests.wait_for(lambda r: r.method == "POST")
@@ -135,8 +96,8 @@ async def test_tolerance_caps_refuse_with_the_cap_named(start_bot, wavespeed):
 )
 async def test_blocked_terms_are_caught_after_normalisation(start_bot, wavespeed, prompt):
     bot = await start_bot()
-    await admin(bot, "log-channel", channel=("channel", LOG_CHANNEL))
-    assert "✅" in await admin(bot, "block", term="forbidden")
+    await admin(bot.discord, "log-channel", channel=("channel", LOG_CHANNEL))
+    assert "✅" in await admin(bot.discord, "block", term="forbidden")
     _, refused = await imagine(bot, prompt)
 
     text = embeds_text(refused)
@@ -150,17 +111,17 @@ async def test_blocked_terms_are_caught_after_normalisation(start_bot, wavespeed
 
 async def test_a_regex_that_does_not_compile_is_refused_when_added(start_bot):
     bot = await start_bot()
-    assert "Not added" in await admin(bot, "block", term="([a-z", regex=True)
-    assert "✅" in await admin(bot, "block", term=r"dr[a4]gons?", regex=True)
-    assert "Blocked terms\n1 (1 regular expressions)" in (await admin(bot, "show")).replace(": ", "\n")
+    assert "Not added" in await admin(bot.discord, "block", term="([a-z", regex=True)
+    assert "✅" in await admin(bot.discord, "block", term=r"dr[a4]gons?", regex=True)
+    assert "Blocked terms\n1 (1 regular expressions)" in (await admin(bot.discord, "show")).replace(": ", "\n")
 
 
 async def test_role_and_channel_gates(start_bot, wavespeed):
     bot = await start_bot()
-    await admin(bot, "allow-channel", channel=("channel", ART_CHANNEL))
+    await admin(bot.discord, "allow-channel", channel=("channel", ART_CHANNEL))
     _, elsewhere = await imagine(bot, "here?")
     assert "can't be made in this channel" in embeds_text(elsewhere) and f"<#{ART_CHANNEL}>" in embeds_text(elsewhere)
-    await admin(bot, "allow-role", role=("role", ARTISTS))
+    await admin(bot.discord, "allow-role", role=("role", ARTISTS))
     _, no_role = await imagine(bot, "without the role", channel_id=ART_CHANNEL)
     assert "limited to certain roles" in embeds_text(no_role)
     payload = bot.discord.interaction(
@@ -174,7 +135,7 @@ async def test_role_and_channel_gates(start_bot, wavespeed):
 async def test_every_generation_is_logged_with_its_images_and_mentions_nobody(start_bot, wavespeed):
     wavespeed.scenario = Scenario(nsfw_flags=[True, False])
     bot = await start_bot()
-    await admin(bot, "log-channel", channel=("channel", LOG_CHANNEL))
+    await admin(bot.discord, "log-channel", channel=("channel", LOG_CHANNEL))
     payload, _ = await imagine(bot, "@everyone two foxes", num_images=2, user_id=REQUESTER)
     await bot.final_edit(payload)
 
@@ -189,7 +150,7 @@ async def test_every_generation_is_logged_with_its_images_and_mentions_nobody(st
 
 async def test_delete_by_requester_and_moderator_refused_for_others_and_after_a_restart(start_bot, wavespeed):
     bot = await start_bot()
-    await admin(bot, "log-channel", channel=("channel", LOG_CHANNEL))
+    await admin(bot.discord, "log-channel", channel=("channel", LOG_CHANNEL))
     first, _ = await imagine(bot, "first", user_id=REQUESTER)
     second, _ = await imagine(bot, "second", user_id=REQUESTER)
     third, _ = await imagine(bot, "third", user_id=REQUESTER)

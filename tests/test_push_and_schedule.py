@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import aiohttp
@@ -11,13 +10,8 @@ import pytest
 from bot.config import ConfigError, load_settings
 from bot.wavespeed.schedule import PollSchedule
 from bot.wavespeed.webhook import PATH, sign, verify
+from tests.botprocess import free_port
 from tests.fakes.wavespeed import Scenario
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_pushed_result_is_delivered_without_a_single_poll(start_bot, wavespeed):

@@ -9,7 +9,7 @@ import pytest
 
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import Scenario
-from tests.helpers import embeds_text, placeholder_title
+from tests.helpers import answered, embeds_text, placeholder_title
 
 if TYPE_CHECKING:
     from tests.conftest import RunningBot
@@ -17,12 +17,6 @@ if TYPE_CHECKING:
 A, B, C = 1310000000000000201, 1310000000000000202, 1310000000000000203
 MANAGE_MESSAGES = discord.Permissions(manage_messages=True).value
 MANAGE_GUILD = discord.Permissions(manage_guild=True).value
-
-
-async def answered(fake: FakeDiscord, payload: dict[str, Any]):
-    """The first response to an interaction (a placeholder, a refusal, an update)."""
-    [callback] = await fake.requests.wait_for(lambda r: r.path.endswith(f"/{payload['token']}/callback"))
-    return callback
 
 
 async def send(bot: RunningBot, prompt: str, user: int, **options: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import socket
 import statistics
 import tempfile
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.metrics import LoopLagMonitor
-from tests.botprocess import BotProcess, fake_env
+from tests.botprocess import BotProcess, fake_env, free_port
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import TEXT_TO_IMAGE, FakeWaveSpeed, Scenario
@@ -84,12 +83,6 @@ async def delivered_all(fake: FakeDiscord, tokens: set[str], *, timeout: float) 
                 unanswered = r.path.endswith("/callback") and r.status == 404  # too late: counted as failed
                 if delivered or unanswered:
                     waiting.discard(r.path.split("/")[3])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
