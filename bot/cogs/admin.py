@@ -38,6 +38,11 @@ async def _is_text(interaction: discord.Interaction, channel: app_commands.AppCo
     return False
 
 
+def toggled(ids: tuple[int, ...], item: int, *, remove: bool) -> tuple[int, ...]:
+    """The list with `item` added (once, at the end) or taken out."""
+    return tuple(i for i in ids if i != item) if remove else tuple(dict.fromkeys((*ids, item)))
+
+
 def settings_embed(settings: GuildSettings) -> discord.Embed:
     embed = discord.Embed(title="Moderation settings", colour=BRAND)
     embed.add_field(
@@ -157,7 +162,7 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     @app_commands.describe(remove="Take the role off the list instead")
     async def allow_role(self, interaction: discord.Interaction, role: discord.Role, remove: bool = False) -> None:
         current = (await self._settings.get(interaction.guild_id)).allowed_role_ids
-        roles = tuple(r for r in current if r != role.id) if remove else tuple(dict.fromkeys((*current, role.id)))
+        roles = toggled(current, role.id, remove=remove)
         what = "everyone" if not roles else ", ".join(f"<@&{r}>" for r in roles)
         await self._save(interaction, f"/imagine is for: {what}.", allowed_role_ids=roles)
 
@@ -169,7 +174,7 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
         if not await _is_text(interaction, channel):
             return
         current = (await self._settings.get(interaction.guild_id)).allowed_channel_ids
-        ids = tuple(c for c in current if c != channel.id) if remove else tuple(dict.fromkeys((*current, channel.id)))
+        ids = toggled(current, channel.id, remove=remove)
         where = "every channel" if not ids else ", ".join(f"<#{c}>" for c in ids)
         await self._save(interaction, f"/imagine works in: {where}.", allowed_channel_ids=ids)
 

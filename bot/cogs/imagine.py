@@ -42,6 +42,8 @@ _RATIO_NAMES = {
     "9:21": "9:21 tall",
 }
 _TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4", "5": "5 (most permissive)"}
+RATIO_CHOICES = [app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS]
+TOLERANCE_CHOICES = [app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES]
 
 
 class ImagineCog(commands.Cog):
@@ -59,10 +61,7 @@ class ImagineCog(commands.Cog):
         f"(default {DEFAULT_GUIDANCE:g})",
         safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
     )
-    @app_commands.choices(
-        aspect_ratio=[app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS],
-        safety_tolerance=[app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES],
-    )
+    @app_commands.choices(aspect_ratio=RATIO_CHOICES, safety_tolerance=TOLERANCE_CHOICES)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -97,10 +96,7 @@ class ImagineCog(commands.Cog):
         guidance_scale=f"How closely to follow the instruction, {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g}",
         safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
     )
-    @app_commands.choices(
-        aspect_ratio=[app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS],
-        safety_tolerance=[app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES],
-    )
+    @app_commands.choices(aspect_ratio=RATIO_CHOICES, safety_tolerance=TOLERANCE_CHOICES)
     async def imagine_edit(
         self,
         interaction: discord.Interaction,

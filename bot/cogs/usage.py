@@ -15,8 +15,6 @@ from bot.jobs.usage import Totals, totals, usage_for
 from bot.limits import Limits, Usage, describe_window, next_utc_midnight, window_frees_at
 from bot.render import BRAND
 
-UNLIMITED = "no limit"
-
 
 def _of(used: int, limit: int) -> str:
     return f"{used} (no limit)" if not limit else f"{used} of {limit} · {max(0, limit - used)} left"
