@@ -31,7 +31,7 @@ from tests.fakes import discord_payloads as p
 from tests.fakes.discord_gateway import FakeGatewayMixin
 from tests.fakes.discord_messages import Call, InteractionState, MessagesMixin
 from tests.fakes.discord_payloads import ApiError
-from tests.fakes.recorder import Recorded, RequestLog
+from tests.fakes.recorder import Recorded, RequestLog, serve_on_loopback
 
 DEFAULT_APPLICATION_ID = 1310000000000000001
 DEFAULT_BOT_USER_ID = 1310000000000000002
@@ -112,10 +112,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._port = self._runner.addresses[0][1]
+        self._runner, self._port = await serve_on_loopback(app)
 
     async def close(self) -> None:
         self._released.set()

@@ -1,4 +1,5 @@
-"""What the fake servers received, and a way for tests to wait for it without sleeping."""
+"""What the fake servers received, a way for tests to wait for it without sleeping, and how the fakes
+serve on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,11 @@ class RequestLog:
 def any_secret_in(requests: RequestLog | list[Recorded], *secrets: str) -> list[str]:
     """The requests whose path, query, headers or body contain any of the secrets."""
     return [f"{r.method} {r.path}" for r in requests if any(s and s in r.text() for s in secrets)]
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 at a free port; returns the runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]

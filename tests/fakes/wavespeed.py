@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes.images import CONTENT_TYPES, make_image
-from tests.fakes.recorder import Recorded, RequestLog
+from tests.fakes.recorder import Recorded, RequestLog, serve_on_loopback
 
 # A scripted answer: an HTTP status, or one of these behaviours.
 Scripted = int | Literal["malformed", "html", "envelope-error", "hang", "accept-then-hang", "reset"]
@@ -145,10 +145,7 @@ class FakeWaveSpeed:
         app.router.add_get("/api/v3/predictions/{id}/result", self._result)
         app.router.add_post("/api/v3/{model:.+}", self._submit)
         app.router.add_get("/cdn/predictions/{id}/{name}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._port = self._runner.addresses[0][1]
+        self._runner, self._port = await serve_on_loopback(app)
 
     async def close(self) -> None:
         self._closing.set()  # releases hanging handlers
