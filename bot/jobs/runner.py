@@ -207,10 +207,20 @@ class JobRunner:
         self._runs[job.id] = run
         try:
             await self._advance(run)
-        except (LeftQueueError, InvalidTransitionError) as error:
-            # Cancelled by a member (the button has answered already), possibly before this task ran.
-            log.info("job %s left the queue: %s", job.id, error)
+        except LeftQueueError:
+            log.info("job %s left the queue", job.id)  # cancelled: the button has answered already
             await run.progress.close()
+        except InvalidTransitionError as error:
+            # Expected only when a member cancelled before this task got going; anything else is a
+            # bug, and the job must still end with a message rather than a stale placeholder.
+            await run.progress.close()
+            current = await self._jobs.get(job.id)
+            if current.state is S.CANCELLED:
+                log.info("job %s was cancelled before it started", job.id)
+            elif current.finished:
+                log.error("job %s: %s (already %s)", job.id, error, current.state)
+            else:
+                await self._fail(run, error)
         except asyncio.CancelledError:
             self.queue.remove(job.id)
             await run.progress.close()
