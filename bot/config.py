@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     wavespeed_webhook_secret: SecretStr | None = None
     webhook_host: str = "0.0.0.0"
     webhook_port: int = Field(default=8080, ge=1, le=65535)
+    # Sync (optional, without a public address): each submit waits for its finished prediction.
+    wavespeed_sync_mode: bool = False
 
     database_url: str = "sqlite:///data/bot.db"
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     def _webhook_needs_secret(self) -> Settings:
         if self.webhook_url and not self.wavespeed_webhook_secret:
             raise ValueError("WEBHOOK_URL needs WAVESPEED_WEBHOOK_SECRET to check WaveSpeed's signatures")
+        if self.webhook_url and self.wavespeed_sync_mode:
+            raise ValueError("choose one of WEBHOOK_URL (push) and WAVESPEED_SYNC_MODE, not both")
         return self
 
     @field_validator("discord_gateway_url")

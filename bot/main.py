@@ -33,14 +33,20 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     """Run until `stop` is set (SIGTERM/SIGINT in production) or the Discord connection ends."""
     stop = stop or asyncio.Event()
     point_discord_at(settings)
-    connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+    # A sync submit holds its connection for the whole generation: room for every job in flight.
+    connections = 100 + (settings.max_concurrent_jobs if settings.wavespeed_sync_mode else 0)
+    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         await Store.open(settings.database_path) as store,
     ):
         push = f"{settings.webhook_url}{webhook.PATH}" if settings.webhook_url else None
         wavespeed = WaveSpeedClient(
-            session, api_key=settings.wavespeed_api_key, base_url=settings.wavespeed_base_url, webhook_url=push
+            session,
+            api_key=settings.wavespeed_api_key,
+            base_url=settings.wavespeed_base_url,
+            webhook_url=push,
+            sync_mode=settings.wavespeed_sync_mode,
         )
         receiver = None
         if push and settings.wavespeed_webhook_secret is not None:

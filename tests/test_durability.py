@@ -191,6 +191,23 @@ async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot,
     await wait_until(lambda: job_states(tmp_path) == ["delivered"])
 
 
+async def test_sigterm_during_a_sync_submit_says_so_and_never_resends(bot, discord_fake, wavespeed, tmp_path):
+    wavespeed.scenario = Scenario(inference_seconds=6.0)
+    bot.env.update(SHUTDOWN_GRACE_SECONDS="0.5", WAVESPEED_SYNC_MODE="true")
+    await bot.start()
+    payload = await imagine(discord_fake, "no id until it is done")
+    await wavespeed.requests.wait_for(lambda r: r.method == "POST")
+
+    assert await bot.terminate() == 0  # the generation outlives the grace period: its answer is lost
+    final = await wait_final_edit(discord_fake, payload["token"], timeout=1)
+    assert "did not confirm" in embeds_text(final) and not final.files
+    assert job_states(tmp_path) == ["unconfirmed"]
+
+    await bot.start()  # recovery runs before the bot connects: there is nothing to resume or resend
+    assert "resuming job" not in bot.log()
+    assert len(wavespeed.submits()) == 1 and job_states(tmp_path) == ["unconfirmed"]
+
+
 async def test_a_crash_between_answering_and_recording_the_placeholder_is_recovered(
     start_bot, discord_fake, wavespeed, tmp_path
 ):

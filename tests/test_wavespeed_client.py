@@ -48,7 +48,7 @@ async def test_submit_wait_and_download(session, wavespeed: FakeWaveSpeed):
     async def on_update(prediction):
         seen.append(prediction.status)
 
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     prediction = await client.wait(prediction_id, deadline=deadline_in(10), on_update=on_update)
     assert prediction.is_completed and len(prediction.output_urls) == 1
     assert seen[-1] == "completed" and len(seen) == len(set(seen))  # each change reported once
@@ -120,7 +120,7 @@ async def test_submit_is_retried_when_the_connection_was_refused(session, wavesp
 async def test_polls_survive_transient_errors(session, wavespeed):
     wavespeed.scenario = Scenario(result_responses=[429, 503, "malformed", "reset", 500], retry_after=0.1)
     client = client_for(session, wavespeed.base_url, wavespeed.api_key, max_backoff=0.2)
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     prediction = await client.wait(prediction_id, deadline=deadline_in(15))
     assert prediction.is_completed
     assert [r.status for r in wavespeed.result_polls()][:3] == [429, 503, 200]
@@ -129,7 +129,7 @@ async def test_polls_survive_transient_errors(session, wavespeed):
 async def test_poll_401_fails_at_once(session, wavespeed):
     wavespeed.scenario = Scenario(result_responses=[401])
     client = client_for(session, wavespeed.base_url, wavespeed.api_key)
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     with pytest.raises(AuthenticationError) as raised:
         await client.wait(prediction_id, deadline=deadline_in(10))
     assert raised.value.prediction_id == prediction_id and len(wavespeed.result_polls()) == 1
@@ -139,7 +139,7 @@ async def test_poll_401_fails_at_once(session, wavespeed):
 async def test_final_failure_statuses(session, wavespeed, status):
     wavespeed.scenario = Scenario(final_status=status, error="it broke", error_code=5000)
     client = client_for(session, wavespeed.base_url, wavespeed.api_key)
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     with pytest.raises(PredictionFailedError) as raised:
         await client.wait(prediction_id, deadline=deadline_in(10))
     assert (raised.value.status, raised.value.code, str(raised.value)) == (status, 5000, "it broke")
@@ -149,7 +149,7 @@ async def test_final_failure_statuses(session, wavespeed, status):
 async def test_unknown_status_is_polled_only_until_the_deadline(session, wavespeed):
     wavespeed.scenario = Scenario(final_status="mystery")
     client = client_for(session, wavespeed.base_url, wavespeed.api_key)
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     with pytest.raises(JobTimeoutError):
         await client.wait(prediction_id, deadline=deadline_in(1))
 
@@ -159,7 +159,7 @@ async def test_download_cap_and_content_type_fallback(session, wavespeed):
         image_size=(300, 300), image_noise=True, image_content_type="application/octet-stream"
     )
     client = client_for(session, wavespeed.base_url, wavespeed.api_key)
-    prediction_id = await client.submit(MODEL, INPUT, deadline=deadline_in(10))
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     url = (await client.wait(prediction_id, deadline=deadline_in(10))).output_urls[0]
     with pytest.raises(OutputTooLargeError):
         await client.download(url, max_bytes=10_000)

@@ -224,6 +224,9 @@ class JobRunner:
         except asyncio.CancelledError:
             self.queue.remove(job.id)
             await run.progress.close()
+            if run.job.state is S.SUBMITTING:  # stopped mid-submit (a sync one lasts the generation)
+                await self._fail(run, UnconfirmedSubmitError("the bot stopped before WaveSpeed answered the submit"))
+                raise
             view = self._waiting_view(job.id) if run.job.state is S.QUEUED else None
             paused = render.paused_embed(job.params, prediction_id=run.job.prediction_id)
             await _last_edit(target.edit(paused, view=view))
@@ -250,8 +253,9 @@ class JobRunner:
     async def _advance(self, run: _Run) -> None:
         if run.job.state is S.SUBMITTING:
             raise UnconfirmedSubmitError(f"job {run.job.id} was being submitted when the bot stopped")
+        settled = None
         if run.job.state is S.QUEUED:
-            await self._queue_and_submit(run)
+            settled = await self._queue_and_submit(run)
         else:  # resumed: it is running on WaveSpeed already
             self.queue.occupy()
             run.holding = True
@@ -261,7 +265,10 @@ class JobRunner:
 
         assert run.job.prediction_id is not None
         deadline = self._deadline(run.job)
-        prediction = await self._client.wait(run.job.prediction_id, deadline=deadline, on_update=on_update)
+        if settled is not None:  # sync mode: the submit's answer was the result
+            prediction = self._client.finished(settled)
+        else:
+            prediction = await self._client.wait(run.job.prediction_id, deadline=deadline, on_update=on_update)
         self._release(run)  # WaveSpeed is done with it: the next job may start
         if run.job.state is S.SUBMITTED:
             run.job = await self._jobs.transition(run.job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
@@ -287,8 +294,9 @@ class JobRunner:
                 except Exception:  # the images are out; a side effect must not turn that into a failure
                     log.exception("after-delivery step failed for job %s", run.job.id)
 
-    async def _queue_and_submit(self, run: _Run) -> None:
-        """Wait for a turn, then submit. A 429 puts the job back at the head of the line."""
+    async def _queue_and_submit(self, run: _Run) -> Prediction | None:
+        """Wait for a turn, then submit. A 429 puts the job back at the head of the line. Returns
+        the final prediction when the submit already brought it back (sync mode)."""
         limited_since: float | None = None
         while True:
             if run.job.queue_tag is None:
@@ -303,9 +311,12 @@ class JobRunner:
                 raise LeftQueueError(run.job.id)
             run.job = await self._jobs.transition(run.job.id, S.SUBMITTING)
             deadline = self._deadline(run.job)
+            if self._client.sync_mode:  # the generation happens during this request
+                run.since = datetime.now(UTC)
+                run.progress.update(Stage.PROCESSING)
             try:
                 model = self._edit_model if run.job.params.is_edit else self._model
-                prediction_id = await self._client.submit(
+                submitted = await self._client.submit(
                     model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
                 )
             except RateLimitedError as error:
@@ -324,13 +335,16 @@ class JobRunner:
                     raise UnconfirmedSubmitError(str(error)) from None
                 raise
             self._limited_streak = 0
-            log.info("job %s submitted as prediction %s", run.job.id, prediction_id)
+            log.info("job %s submitted as prediction %s", run.job.id, submitted.id)
+            submitted_at = run.since.timestamp() if run.since else time.time()
             run.job = await self._jobs.transition(
-                run.job.id, S.SUBMITTED, prediction_id=prediction_id, submitted_at=time.time()
+                run.job.id, S.SUBMITTED, prediction_id=submitted.id, submitted_at=submitted_at
             )
-            run.since = datetime.fromtimestamp(run.job.submitted_at or time.time(), UTC)
-            run.progress.update(Stage.SUBMITTED)
-            return
+            run.since = datetime.fromtimestamp(submitted_at, UTC)
+            settled = self._client.settled_on_submit(submitted)
+            if settled is None:
+                run.progress.update(stage_for_status(submitted.status))
+            return settled
 
     async def _deliver(
         self, job: JobRecord, target: Target, prediction: Prediction, outputs: PreparedOutputs

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 OnUpdate = Callable[[Prediction], Awaitable[None]]
 # Poll failures worth waiting out: the prediction is still running on WaveSpeed's side.
 TRANSIENT = (RateLimitedError, ServerError, ConnectionFailedError, MalformedResponseError)
+# A sync submit's answer when WaveSpeed stopped waiting: the task still runs and can be polled. A
+# genuine 5004 failure polls once more and then fails as itself.
+SYNC_WAIT_RAN_OUT = 5004
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class WaveSpeedClient:
         rng: random.Random | None = None,
         webhook_url: str | None = None,
         push_poll_interval: float = 10.0,
+        sync_mode: bool = False,
     ) -> None:
         self._session = session
         self._api_key = api_key
@@ -101,6 +105,9 @@ class WaveSpeedClient:
             # Before any prediction has finished, the first poll waits 2.5 steps (2 s by default):
             # FLUX.1 Kontext [pro] takes longer than that, so earlier polls would only cost requests.
             self.schedule = PollSchedule(interval=poll_interval, first_default=poll_interval * 2.5)
+        # Sync: the submit itself waits for the finished prediction (`enable_sync_mode`), so there
+        # is nothing to poll; the cost is that the prediction id is unknown until it has finished.
+        self.sync_mode = sync_mode
         self._waiters: dict[str, asyncio.Future[Prediction]] = {}
         self._early: dict[str, Prediction] = {}  # pushed before anyone waited
 
@@ -154,10 +161,12 @@ class WaveSpeedClient:
     # -- the API ----------------------------------------------------------------------------------
     async def submit(
         self, model: str, payload: Mapping[str, Any], *, deadline: float, retry_rate_limits: bool = True
-    ) -> str:
-        """POST the task; return its prediction id. Raises a WaveSpeedError. With `retry_rate_limits`
-        off, a 429 is raised at once so that a caller with a queue can hold every submission back."""
+    ) -> Prediction:
+        """POST the task; return the prediction as WaveSpeed answered (finished, in sync mode, unless
+        WaveSpeed's own wait ran out). Raises a WaveSpeedError. With `retry_rate_limits` off, a 429
+        is raised at once so that a caller with a queue can hold every submission back."""
         loop = asyncio.get_running_loop()
+        body = {**payload, "enable_sync_mode": True} if self.sync_mode else dict(payload)
         attempt = 0
         while True:
             self.calls["submit"] += 1
@@ -165,11 +174,12 @@ class WaveSpeedClient:
                 data = await self._request(
                     "POST",
                     f"/api/v3/{model}",
-                    payload=dict(payload),
-                    seconds=self._within(deadline),
+                    payload=body,
+                    # a sync submit lasts as long as the generation: only the job's deadline bounds it
+                    seconds=self._within(deadline, whole_job=self.sync_mode),
                     params={"webhook": self.webhook_url} if self.webhook_url else None,
                 )
-                return self._prediction(data).id
+                return self._prediction(data)
             except RateLimitedError as error:  # the API did not take it
                 delay = self._backoff(attempt, error.retry_after)
                 if not retry_rate_limits or loop.time() + delay > deadline:
@@ -184,11 +194,13 @@ class WaveSpeedClient:
             log.info("submit not accepted, retrying in %.1f s", delay)
             await asyncio.sleep(delay)
 
-    def _within(self, deadline: float | None) -> float:
-        """The request timeout, cut short so that no request outlives the job's deadline."""
+    def _within(self, deadline: float | None, *, whole_job: bool = False) -> float:
+        """The request timeout, cut short so that no request outlives the job's deadline; with
+        `whole_job`, the rest of the job's time (a request that lasts the generation)."""
         if deadline is None:
             return self._request_timeout
-        return max(0.1, min(self._request_timeout, deadline - asyncio.get_running_loop().time()))
+        remaining = deadline - asyncio.get_running_loop().time()
+        return max(0.1, remaining if whole_job else min(self._request_timeout, remaining))
 
     async def result(self, prediction_id: str, *, deadline: float | None = None) -> Prediction:
         """One GET of the prediction's current state."""
@@ -202,7 +214,7 @@ class WaveSpeedClient:
 
     def push(self, prediction: Prediction) -> None:
         """A prediction WaveSpeed posted to the webhook (signature already checked)."""
-        if not (prediction.is_completed or prediction.is_failed):
+        if not prediction.is_final:
             return
         self.calls["pushed"] += 1
         waiter = self._waiters.get(prediction.id)
@@ -261,20 +273,32 @@ class WaveSpeedClient:
                 last_status = prediction.status
                 if on_update is not None:
                     await on_update(prediction)
-            if prediction.is_pending or not (prediction.is_completed or prediction.is_failed):
+            if not prediction.is_final:
                 unfinished_at = loop.time() - started
                 continue
             self.schedule.observe(unfinished_at, loop.time() - started)
-            if prediction.is_completed:
-                if not prediction.output_urls:
-                    raise OutputError("the prediction completed with no outputs", prediction_id=prediction_id)
-                return prediction
-            raise PredictionFailedError(
-                prediction.error or "no reason given",
-                prediction_id=prediction_id,
-                status=prediction.status,
-                code=prediction.code,
-            )
+            return self.finished(prediction)
+
+    def settled_on_submit(self, prediction: Prediction) -> Prediction | None:
+        """The final prediction a sync submit brought back (for `finished`); None when it must still
+        be waited for (async mode, or WaveSpeed's own wait ran out: 5004, the task runs on)."""
+        if not self.sync_mode or not prediction.is_final or prediction.code == SYNC_WAIT_RAN_OUT:
+            return None
+        return prediction
+
+    @staticmethod
+    def finished(prediction: Prediction) -> Prediction:
+        """A final prediction, checked: completed with outputs, or raised as the failure it is."""
+        if prediction.is_completed:
+            if not prediction.output_urls:
+                raise OutputError("the prediction completed with no outputs", prediction_id=prediction.id)
+            return prediction
+        raise PredictionFailedError(
+            prediction.error or "no reason given",
+            prediction_id=prediction.id,
+            status=prediction.status,
+            code=prediction.code,
+        )
 
     async def download(self, url: str, *, max_bytes: int, attempts: int = 3) -> Download:
         """Fetch one output (no API key: outputs live on a CDN), refusing more than `max_bytes`."""

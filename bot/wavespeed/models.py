@@ -53,6 +53,10 @@ class Prediction(BaseModel):
         return self.status == SUCCESS_STATUS
 
     @property
+    def is_final(self) -> bool:
+        return self.is_completed or self.is_failed
+
+    @property
     def is_failed(self) -> bool:
         return self.status in FAILED_STATUSES
 

@@ -58,6 +58,7 @@ class Scenario:
     result_responses: list[Scripted] = field(default_factory=list)  # consumed one per result poll
     download_responses: list[Scripted] = field(default_factory=list)  # consumed one per output download
     retry_after: float = 1.0
+    sync_wait_seconds: float = 60.0  # how long a submit with `enable_sync_mode` waits, at most
 
 
 @dataclass
@@ -248,6 +249,12 @@ class FakeWaveSpeed:
         if answer == "accept-then-hang":  # the task exists, but the answer never comes
             await self._closing.wait()
             return web.Response(status=503)
+        if parsed.get("enable_sync_mode") is True:  # answer when it has finished, or when tired of waiting
+            wait = min(sc.sync_wait_seconds, prediction.completed_at - time.monotonic())
+            await asyncio.sleep(max(0.0, wait))
+            if time.monotonic() < prediction.completed_at:
+                data = {**self._data(prediction), "code": 5004, "error": "sync mode wait timed out"}
+                return json_response(envelope(data))
         return json_response(envelope(self._data(prediction)))
 
     async def _result(self, request: web.Request) -> web.StreamResponse:

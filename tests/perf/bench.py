@@ -85,8 +85,11 @@ async def delivered_all(fake: FakeDiscord, tokens: set[str], *, timeout: float) 
                     waiting.discard(r.path.split("/")[3])
 
 
-async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
-    figures = Figures("bot (push)" if push else "bot (poll)", jobs)
+MODES = ("poll", "push", "sync")
+
+
+async def bench_bot(jobs: int, workdir: Path, *, mode: str) -> Figures:
+    figures = Figures(f"bot ({mode})", jobs)
     discord_fake, wavespeed = FakeDiscord(), FakeWaveSpeed()
     await discord_fake.start()
     await wavespeed.start()
@@ -94,7 +97,7 @@ async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
     env = fake_env(
         discord_fake,
         wavespeed,
-        DATABASE_URL=f"sqlite:///{workdir / f'bench-{jobs}-{push}.db'}",
+        DATABASE_URL=f"sqlite:///{workdir / f'bench-{jobs}-{mode}.db'}",
         MAX_CONCURRENT_JOBS=str(max(3, jobs)),
         USER_MAX_ACTIVE_IMAGES="0",
         USER_WINDOW_IMAGES="0",
@@ -103,7 +106,9 @@ async def bench_bot(jobs: int, workdir: Path, *, push: bool) -> Figures:
         JOB_TIMEOUT_SECONDS="300",
         LOG_LEVEL="INFO",
     )
-    if push:
+    if mode == "sync":
+        env.update(WAVESPEED_SYNC_MODE="true")
+    if mode == "push":
         port = free_port()
         env.update(
             WEBHOOK_URL=f"http://127.0.0.1:{port}",
@@ -222,7 +227,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", default="1,100,1000", help="concurrent jobs for the bot, comma separated")
     parser.add_argument("--sdk-jobs", default="1,100,1000", help="concurrent jobs for the SDK reference")
-    parser.add_argument("--modes", default="poll,push", help="bot modes: poll (default setup), push (webhook)")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="bot modes: poll (default setup), push (webhook), sync (sync mode)"
+    )
     args = parser.parse_args()
     rows: list[Figures] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +238,7 @@ async def main() -> None:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
         for jobs in [int(j) for j in args.jobs.split(",") if j]:
             for mode in args.modes.split(","):
-                rows.append(await bench_bot(jobs, Path(tmp), push=mode == "push"))
+                rows.append(await bench_bot(jobs, Path(tmp), mode=mode))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
                 print(f"    (the harness's own {rows[-1].harness_lag})", flush=True)
     rows.sort(key=lambda f: (f.jobs, f.client))
