@@ -23,6 +23,7 @@ from typing import Any
 import aiosqlite
 
 from bot.params import ImagineParams
+from bot.store import fetch_one
 
 
 class JobState(enum.StrEnum):
@@ -141,8 +142,7 @@ class JobStore:
         )
 
     async def get(self, job_id: int) -> JobRecord:
-        async with self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await fetch_one(self._db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise KeyError(job_id)
         return JobRecord.from_row(row)
@@ -159,12 +159,11 @@ class JobStore:
             values["interaction_token"] = None
         assignments = ", ".join(f"{name} = ?" for name in values)
         marks = ", ".join("?" * len(sources))
-        cursor = await self._db.execute(
+        row = await fetch_one(
+            self._db,
             f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({marks}) RETURNING *",
             (*values.values(), job_id, *sources),
         )
-        row = await cursor.fetchone()
-        await cursor.close()
         if row is None:
             current = await self.get(job_id)  # raises KeyError for a job that doesn't exist
             raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
@@ -174,13 +173,13 @@ class JobStore:
         """Jobs a restart must pick up, oldest first."""
         marks = ", ".join("?" * len(TERMINAL))
         query = f"SELECT * FROM jobs WHERE state NOT IN ({marks}) ORDER BY id"
-        async with self._db.execute(query, tuple(s.value for s in TERMINAL)) as cursor:
-            return [JobRecord.from_row(row) for row in await cursor.fetchall()]
+        rows = await self._db.execute_fetchall(query, tuple(s.value for s in TERMINAL))
+        return [JobRecord.from_row(row) for row in rows]
 
     async def events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
         query = "SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id"
-        async with self._db.execute(query, (job_id,)) as cursor:
-            return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+        rows = await self._db.execute_fetchall(query, (job_id,))
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def prune(self, *, older_than_days: float) -> int:
         """Delete finished jobs (and their events) created more than `older_than_days` ago."""

@@ -9,6 +9,7 @@ import aiosqlite
 
 from bot.jobs.store import TERMINAL, JobState
 from bot.limits import Usage, next_utc_midnight
+from bot.store import fetch_one
 
 DAY = 86400.0
 # Jobs that cost nothing: refused by WaveSpeed (failed predictions are refunded) or cancelled.
@@ -25,8 +26,7 @@ def start_of_day(now: float) -> float:
 
 async def _sum(db: aiosqlite.Connection, where: str, args: tuple[object, ...]) -> int:
     query = f"SELECT COALESCE(SUM({_IMAGES}), 0) FROM jobs WHERE {_COUNTED} AND {where}"
-    async with db.execute(query, (*FREE, *args)) as cursor:
-        row = await cursor.fetchone()
+    row = await fetch_one(db, query, (*FREE, *args))
     return int(row[0]) if row else 0
 
 
@@ -36,8 +36,8 @@ async def usage_for(
     active_marks = ", ".join("?" * len(ACTIVE))
     user_active = await _sum(db, f"user_id = ? AND state IN ({active_marks})", (user_id, *ACTIVE))
     query = f"SELECT created_at, {_IMAGES} FROM jobs WHERE {_COUNTED} AND user_id = ? AND created_at > ? ORDER BY created_at"
-    async with db.execute(query, (*FREE, user_id, now - window_seconds)) as cursor:
-        window = tuple((float(row[0]), int(row[1])) for row in await cursor.fetchall())
+    rows = await db.execute_fetchall(query, (*FREE, user_id, now - window_seconds))
+    window = tuple((float(row[0]), int(row[1])) for row in rows)
     today = start_of_day(now)
     guild_today = await _sum(db, "guild_id = ? AND created_at >= ?", (guild_id, today)) if guild_id else 0
     global_today = await _sum(db, "created_at >= ?", (today,))

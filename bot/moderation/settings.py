@@ -10,6 +10,7 @@ import aiosqlite
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.moderation.terms import BlockedTerm, TermMatcher
+from bot.store import fetch_one
 
 Tolerance = Literal["1", "2", "3", "4", "5"]
 
@@ -61,8 +62,7 @@ class GuildSettingsStore:
         return await asyncio.shield(loading)
 
     async def _load(self, guild_id: int) -> GuildSettings:
-        async with self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._db, "SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
         try:
             settings = GuildSettings.model_validate_json(row[0]) if row else DEFAULTS
         except ValidationError:
