@@ -3,6 +3,7 @@
 
     python -m tests.perf.bench                      # 1, 100 and 1000 concurrent jobs
     python -m tests.perf.bench --jobs 1,10 --sdk-jobs 1,10   # a quick run
+    python -m tests.perf.bench --modes poll                  # only the default mode (also: push, sync)
 
 Every figure comes from the fakes' own records, on one clock (this process's monotonic clock):
 - overhead: from the moment the fake WaveSpeed marks a prediction completed to the moment the fake
