@@ -311,8 +311,9 @@ class JobRunner:
                 raise LeftQueueError(run.job.id)
             run.job = await self._jobs.transition(run.job.id, S.SUBMITTING)
             deadline = self._deadline(run.job)
+            submitted_at = time.time()
             if self._client.sync_mode:  # the generation happens during this request
-                run.since = datetime.now(UTC)
+                run.since = datetime.fromtimestamp(submitted_at, UTC)
                 run.progress.update(Stage.PROCESSING)
             try:
                 model = self._edit_model if run.job.params.is_edit else self._model
@@ -336,7 +337,6 @@ class JobRunner:
                 raise
             self._limited_streak = 0
             log.info("job %s submitted as prediction %s", run.job.id, submitted.id)
-            submitted_at = run.since.timestamp() if run.since else time.time()
             run.job = await self._jobs.transition(
                 run.job.id, S.SUBMITTED, prediction_id=submitted.id, submitted_at=submitted_at
             )
