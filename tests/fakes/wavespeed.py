@@ -48,6 +48,7 @@ class Scenario:
     error: str = "internal error"
     error_code: int | None = 1200
     outputs_count: int | None = None  # None: as many as num_images
+    foreign_outputs: list[str] = field(default_factory=list)  # put before the real outputs (file://, ...)
     nsfw_field: Literal["present", "null", "missing"] = "present"
     nsfw_flags: list[bool] | None = None  # None: all False
     image_format: str = "png"
@@ -134,8 +135,10 @@ class FakeWaveSpeed:
         self.predictions: dict[str, FakePrediction] = {}
         self.expired_outputs: set[str] = set()  # prediction ids whose CDN files are gone
         self.rng = random.Random(1234)
-        self.webhook_secret = "whsec-test-0123456789"
+        # What `GET /api/v3/webhook/secret` returns: the HMAC key is what follows `whsec_`.
+        self.webhook_secret = "whsec_dGVzdC13ZWJob29rLWtleQ"
         self.webhooks_sent: list[tuple[str, int]] = []  # (prediction id, the receiver's answer)
+        self.webhook_posts: list[tuple[str, dict[str, str], bytes]] = []  # (url, headers, body) as sent
         self._pushers: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -277,15 +280,25 @@ class FakeWaveSpeed:
         """At the end of the prediction, POST it to the submit's `webhook`, signed as WaveSpeed signs."""
         await asyncio.sleep(max(0.0, prediction.completed_at - time.monotonic()))
         body = json.dumps(self._data(prediction)).encode()
-        webhook_id, timestamp = uuid.uuid4().hex, str(int(time.time()))
-        message = f"{webhook_id}.{timestamp}.".encode() + body
-        signature = "v3," + hmac.new(self.webhook_secret.encode(), message, hashlib.sha256).hexdigest()
-        headers = {"webhook-id": webhook_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+        headers = self.webhook_headers(body)
+        self.webhook_posts.append((url, headers, body))
         try:
             async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as answer:
                 self.webhooks_sent.append((prediction.id, answer.status))
         except aiohttp.ClientError:
             self.webhooks_sent.append((prediction.id, 0))
+
+    def webhook_headers(
+        self, body: bytes, *, webhook_id: str | None = None, timestamp: int | None = None
+    ) -> dict[str, str]:
+        """The headers WaveSpeed sends with a push: `v3,` + hex HMAC-SHA256 over
+        `{webhook-id}.{webhook-timestamp}.{raw body}`, keyed with the secret minus its `whsec_`
+        prefix, used as text (not base64-decoded). Written apart from the bot's own verifier."""
+        webhook_id = uuid.uuid4().hex if webhook_id is None else webhook_id
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        key = self.webhook_secret.removeprefix("whsec_").encode()
+        digest = hmac.new(key, f"{webhook_id}.{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+        return {"webhook-id": webhook_id, "webhook-timestamp": stamp, "webhook-signature": f"v3,{digest}"}
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         prediction = self.predictions.get(request.match_info["id"])
@@ -316,7 +329,7 @@ class FakeWaveSpeed:
         sc = p.scenario
         if status == "completed":
             ext = sc.image_format
-            data["outputs"] = [
+            data["outputs"] = [*sc.foreign_outputs] + [
                 f"{self.base_url}/cdn/predictions/{p.id}/{n}.{ext}" for n in range(1, p.outputs_count + 1)
             ]
             flags = sc.nsfw_flags if sc.nsfw_flags is not None else [False] * p.outputs_count
