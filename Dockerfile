@@ -6,7 +6,7 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install . && useradd --create-home --uid 10001 bot && mkdir -p /app/data && chown bot /app/data
+RUN pip install . && useradd --create-home --uid 10001 bot && mkdir -p /app/data && chown bot /app/data && chmod 700 /app/data
 
 USER bot
 # The database lives here: mount a volume to keep it across container restarts.

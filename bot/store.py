@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import stat
 from pathlib import Path
 from types import TracebackType
 
@@ -92,6 +95,40 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# The database holds live interaction tokens and members' prompts: owner-only, whatever the umask.
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+# SQLite's files beside the database. It creates them with the database file's own mode.
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _private_files(database: Path) -> None:
+    """Make the database file owner-only before SQLite opens it, and fix an older, looser one.
+
+    Folders the bot creates are 0700. A folder that already exists is left as it is: the host chose
+    it (a Docker volume, a shared data directory) and the files in it are what hold the data. SQLite
+    creates the -wal and -shm files with the mode of the database file (not from the umask), so a
+    0600 database gives 0600 companions; ones left by an older run are tightened here too."""
+    missing = [folder for folder in (database.parent, *database.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: theirs, not ours
+        os.chmod(folder, DIRECTORY_MODE)  # mkdir's mode went through the umask
+    if not database.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for file in (database, *(database.with_name(database.name + suffix) for suffix in SIDECARS)):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) != FILE_MODE:
+                os.chmod(file, FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("cannot make %s owner-only (it belongs to another user): others may read it", file)
+
+
 async def fetch_one(db: aiosqlite.Connection, query: str, params: tuple[object, ...] = ()) -> aiosqlite.Row | None:
     """The first row, read in one trip to the database thread, like every read here: a statement
     left half-read across an `await` (execute, then fetchone) keeps its working memory (~130 KB for
@@ -106,13 +143,17 @@ class Store:
 
     @classmethod
     async def open(cls, path: str) -> Store:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path not in ("", ":memory:"):
+            _private_files(Path(path))
         # Autocommit: every statement is its own transaction (with its trigger); multi-statement
         # changes (the migrations) open their own.
         connection = await aiosqlite.connect(path, isolation_level=None)
         store = cls(connection)
         try:
+            # Zero what a DELETE or UPDATE frees: a finished job's interaction token (nulled) and a
+            # pruned job's prompt would otherwise stay readable in the file's free space, and in
+            # every backup of it, long after the bot forgot them.
+            await connection.execute("PRAGMA secure_delete=ON")
             await connection.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL still survives a crash or SIGKILL of the bot (only a power cut can lose
             # the last commits) and skips an fsync per commit, which /imagine pays on every request.
@@ -122,6 +163,7 @@ class Store:
         except BaseException:
             await connection.close()
             raise
+        log.debug("database %s open: owner-only files, secure_delete on", path)
         return store
 
     @property
