@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 import aiohttp
@@ -23,9 +24,11 @@ from bot.config import Settings
 from bot.delivery import Placeholder
 from bot.jobs.admission import Admission
 from bot.jobs.outputs import PreparedOutputs
-from bot.jobs.runner import JobRunner
+from bot.jobs.runner import JobRunner, Reviewed
 from bot.jobs.store import JobRecord, JobStore
-from bot.moderation.log import ModLog, generation_entry, message_url
+from bot.jobs.usage import images_today
+from bot.links import jump_url, message_url
+from bot.moderation.log import ModLog, generation_entry
 from bot.moderation.policy import apply_nsfw, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
 from bot.store import Store
@@ -34,7 +37,7 @@ from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
 
-PRUNE_INTERVAL = 24 * 3600.0
+HOUSEKEEPING_INTERVAL = 3600.0
 DISCORD_CONNECTIONS = 64
 
 
@@ -63,6 +66,7 @@ class ImagineBot(commands.Bot):
             edit_model=settings.wavespeed_edit_model,
             timeout=settings.job_timeout_seconds,
             max_concurrent=settings.max_concurrent_jobs,
+            progress_interval=settings.progress_interval_seconds,
             waiting_view=cancel_view,
             result_view=result_view,
             review=self._review,
@@ -96,7 +100,7 @@ class ImagineBot(commands.Bot):
         resumed = await self.runner.recover()
         if resumed:
             log.info("resumed %d unfinished job(s) from the last run", resumed)
-        self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-jobs")
+        self._housekeeping = asyncio.create_task(self._housekeeping_loop(), name="housekeeping")
 
     async def _find_placeholder(self, job: JobRecord) -> int | None:
         """After a crash around posting a job's placeholder: the message, if it was posted."""
@@ -122,16 +126,36 @@ class ImagineBot(commands.Bot):
             return None
         return message.id
 
-    async def _review(self, job: JobRecord, outputs: PreparedOutputs) -> PreparedOutputs:
-        """The server's NSFW policy for the job's channel kind."""
+    async def _review(self, job: JobRecord, outputs: PreparedOutputs) -> Reviewed:
+        """The server's NSFW policy for the channel as it is now (it may have lost its age
+        restriction while the job waited), and for a DM, which never is age-restricted."""
         settings = await self.guild_settings.get(job.guild_id)
-        mode = nsfw_mode(settings, age_restricted=job.channel_nsfw)
-        return apply_nsfw(outputs, mode, age_restricted=job.channel_nsfw)
+        restricted = await self._age_restricted(job.channel_id)
+        private = apply_nsfw(outputs, nsfw_mode(settings, age_restricted=False), age_restricted=False)
+        if not restricted:
+            return Reviewed(private, private)
+        channel = apply_nsfw(outputs, nsfw_mode(settings, age_restricted=True), age_restricted=True)
+        return Reviewed(channel, private)
+
+    async def _age_restricted(self, channel_id: int | None) -> bool:
+        """Whether the channel is age-restricted now: the gateway's cache, else Discord's answer.
+        When it cannot be known, it is not (the safe side: flagged images keep their spoiler)."""
+        if channel_id is None:
+            return False
+        channel = self.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.fetch_channel(channel_id)
+            except (discord.HTTPException, discord.InvalidData) as error:
+                log.warning("could not look up channel %s (%s); treating it as not age-restricted", channel_id, error)
+                return False
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
 
     async def _log_generation(
         self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, sent: discord.Message | None
     ) -> None:
-        url = sent.jump_url if sent else message_url(job.guild_id, job.channel_id, job.message_id)
+        url = jump_url(sent, job.guild_id) if sent else message_url(job.guild_id, job.channel_id, job.message_id)
         await self.modlog.post(job.guild_id, generation_entry(job, prediction, outputs, url), outputs)
 
     def _set_contexts(self) -> None:
@@ -141,12 +165,20 @@ class ImagineBot(commands.Bot):
             if command.name != "imagine-admin":  # guild-only by nature
                 command.allowed_contexts = contexts
 
-    async def _prune_daily(self) -> None:
+    async def _housekeeping_loop(self) -> None:
+        """Hourly: delete jobs past retention, and log the whole bot's usage today (the one figure
+        that spans servers, so no server is shown it)."""
         while True:
-            pruned = await self.jobs.prune(older_than_days=self.retention_days)
-            if pruned:
-                log.info("pruned %d job(s) older than %g days", pruned, self.retention_days)
-            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                pruned = await self.jobs.prune(older_than_days=self.retention_days)
+                if pruned:
+                    log.info("pruned %d job(s) older than %g days", pruned, self.retention_days)
+                today = await images_today(self.jobs.db, now=time.time())
+                budget = self.settings.global_daily_images or "no limit"
+                log.info("usage: %d image(s) today across all servers (daily budget: %s)", today, budget)
+            except Exception:
+                log.exception("housekeeping failed; trying again in an hour")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def close(self) -> None:
         if self._housekeeping is not None:

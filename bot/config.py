@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.limits import Access, Limits
+from bot.logs import MIN_SECRET_LENGTH
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8080, ge=1, le=65535)
     # Sync (optional, without a public address): each submit waits for its finished prediction.
     wavespeed_sync_mode: bool = False
+    # Tuning (rarely changed; the tests shrink them): the result-poll rhythm, the first poll before
+    # any prediction has finished, and the least time between two edits of one placeholder.
+    poll_interval_seconds: float = Field(default=0.8, ge=0.05, le=60)
+    first_poll_seconds: float = Field(default=2.0, ge=0.05, le=60)
+    progress_interval_seconds: float = Field(default=1.5, ge=0.05, le=60)
 
     database_url: str = "sqlite:///data/bot.db"
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
@@ -55,6 +61,9 @@ class Settings(BaseSettings):
     allowed_user_ids: Annotated[tuple[int, ...], NoDecode] = ()
     allow_dms: bool = False
     log_level: LogLevel = "INFO"
+    # Third-party loggers (discord.py, aiosqlite, aiohttp, asyncio) stop here even when LOG_LEVEL is
+    # more verbose: at DEBUG they print every SQL parameter (prompts) and every gateway event.
+    log_level_libraries: LogLevel = "INFO"
 
     @field_validator("wavespeed_base_url", "discord_api_url")
     @classmethod
@@ -80,6 +89,25 @@ class Settings(BaseSettings):
             raise ValueError("choose one of WEBHOOK_URL (push) and WAVESPEED_SYNC_MODE, not both")
         return self
 
+    @model_validator(mode="after")
+    def _secrets_long_enough(self) -> Settings:
+        """A key this short is a typo or a placeholder, never a real credential, and the log
+        redactor would have to scrub it out of ordinary words ("P" out of "PyNaCl"): refuse it, in
+        one line naming every such setting and never its value. (Empty is "missing", reported by
+        the fields themselves; an empty webhook secret means push is off.)"""
+        values = {
+            "DISCORD_TOKEN": self.discord_token,
+            "WAVESPEED_API_KEY": self.wavespeed_api_key,
+            "WAVESPEED_WEBHOOK_SECRET": self.wavespeed_webhook_secret,
+        }
+        short = [name for name, value in values.items() if value and len(value) < MIN_SECRET_LENGTH]
+        if short:
+            raise ValueError(
+                f"{' and '.join(short)} {'is' if len(short) == 1 else 'are'} too short to be real "
+                f"(under {MIN_SECRET_LENGTH} characters): copy the whole value again"
+            )
+        return self
+
     @field_validator("discord_gateway_url")
     @classmethod
     def _ws_url(cls, value: str) -> str:
@@ -101,7 +129,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_level_libraries", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
@@ -127,9 +155,14 @@ class Settings(BaseSettings):
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in a log line, a message or an exception."""
         webhook = self.wavespeed_webhook_secret.get_secret_value() if self.wavespeed_webhook_secret else ""
-        return tuple(
-            s for s in (self.discord_token.get_secret_value(), self.wavespeed_api_key.get_secret_value(), webhook) if s
+        # The HMAC key is the webhook secret without its `whsec_` prefix: scrub both forms.
+        values = (
+            self.discord_token.get_secret_value(),
+            self.wavespeed_api_key.get_secret_value(),
+            webhook,
+            webhook.strip().removeprefix("whsec_"),
         )
+        return tuple(dict.fromkeys(s for s in values if s))
 
 
 class ConfigError(Exception):

@@ -124,11 +124,18 @@ class Placeholder:
             await message.edit(embed=embed, view=view, allowed_mentions=NO_MENTIONS)
 
     async def deliver(
-        self, embed: discord.Embed, outputs: PreparedOutputs, *, view: discord.ui.View | None = None
+        self,
+        embed: discord.Embed,
+        outputs: PreparedOutputs,
+        *,
+        view: discord.ui.View | None = None,
+        private: tuple[discord.Embed, PreparedOutputs] | None = None,
     ) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
-        safe to repeat after a crash: the edit replaces the message, the new message has a nonce."""
+        safe to repeat after a crash: the edit replaces the message, the new message has a nonce.
+        `private` is the result as a DM may show it (a DM is never age-restricted), for when the
+        bot may not post in the channel."""
         if await self._edit_by_token(embed, view, discord_files(outputs.files)):
             return None
         if self.bot_posted and self.message_id is not None and self.channel_id is not None:
@@ -163,13 +170,15 @@ class Placeholder:
             )
         except discord.Forbidden:
             log.warning("missing permissions in channel %s; sending the result by DM", self.channel_id)
-        # Losing the images is worse than a DM: the requester gets them with the reason.
+        # Losing the images is worse than a DM: the requester gets them with the reason, under the
+        # server's policy for a place that is not age-restricted.
+        dm_embed, dm_outputs = private or (embed, outputs)
         dm = await self._client.create_dm(discord.Object(self.requester_id))
         return await dm.send(
             content=f"I couldn't post in <#{self.channel_id}> (the bot is missing a permission there), "
             "so here is your result.",
-            embed=embed,
-            files=discord_files(outputs.files),
+            embed=dm_embed,
+            files=discord_files(dm_outputs.files),
             allowed_mentions=NO_MENTIONS,
             nonce=self.nonce,
         )

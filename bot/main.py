@@ -14,6 +14,7 @@ import yarl
 
 from bot.app import ImagineBot
 from bot.config import ConfigError, Settings, load_settings
+from bot.httpserver import quiet_accept_errors
 from bot.logs import setup_logging
 from bot.metrics import LoopLagMonitor
 from bot.store import Store
@@ -47,11 +48,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             base_url=settings.wavespeed_base_url,
             webhook_url=push,
             sync_mode=settings.wavespeed_sync_mode,
+            poll_interval=settings.poll_interval_seconds,
+            first_poll=settings.first_poll_seconds,
         )
         receiver = None
         if push and settings.wavespeed_webhook_secret is not None:
             receiver = webhook.WebhookServer(
-                wavespeed, settings.wavespeed_webhook_secret, host=settings.webhook_host, port=settings.webhook_port
+                wavespeed.push,
+                settings.wavespeed_webhook_secret,
+                host=settings.webhook_host,
+                port=settings.webhook_port,
             )
         bot = ImagineBot(store=store, wavespeed=wavespeed, settings=settings)
         lag = LoopLagMonitor()
@@ -85,6 +91,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 async def _serve_until_signalled(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)  # out of file descriptors: one line a minute, not one per failed accept
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await serve(settings, stop=stop)
@@ -96,7 +103,7 @@ def main() -> None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.log_level, settings.secrets(), libraries=settings.log_level_libraries)
     try:
         asyncio.run(_serve_until_signalled(settings))
     except discord.LoginFailure:

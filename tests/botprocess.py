@@ -32,6 +32,10 @@ def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, **extra: str) 
         "WAVESPEED_BASE_URL": wavespeed.base_url,
         "DISCORD_API_URL": discord_fake.api_url,
         "DISCORD_GATEWAY_URL": discord_fake.gateway_url,
+        # The intervals the in-process tests shrink too (see tests/conftest.py FAST).
+        "FIRST_POLL_SECONDS": "0.3",
+        "POLL_INTERVAL_SECONDS": "0.2",
+        "PROGRESS_INTERVAL_SECONDS": "0.5",
         **extra,
     }
 

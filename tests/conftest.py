@@ -24,6 +24,14 @@ from tests.fakes.wavespeed import FakeWaveSpeed
 from tests.helpers import wait_final_edit
 
 START_TIMEOUT = 15.0
+# Intervals shrunk for the tests (the fake WaveSpeed finishes in about 0.35 s): the behaviour is the
+# same, the waiting is not. A test about one of them sets its own value.
+FAST: dict[str, Any] = {
+    "first_poll_seconds": 0.3,
+    "poll_interval_seconds": 0.2,
+    "progress_interval_seconds": 0.5,
+    "shutdown_grace_seconds": 1.0,
+}
 
 
 @pytest.fixture
@@ -55,6 +63,7 @@ def make_settings(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed)
             "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
             "job_timeout_seconds": 30,
             "log_level": "DEBUG",
+            **FAST,
         }
         values.update(overrides)
         return load_settings(**values)

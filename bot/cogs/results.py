@@ -18,8 +18,10 @@ import discord
 from bot import render
 from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
+from bot.jobs.admission import NOTHING_SENT
 from bot.jobs.progress import Stage
 from bot.jobs.store import JobRecord
+from bot.links import message_url
 from bot.moderation.log import deletion_entry
 from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
 from bot.services import Services, services
@@ -77,7 +79,7 @@ class ResultButton(
         if not images:
             await reply_privately(interaction, "This result has no image I can edit.")
             return
-        await interaction.response.send_modal(EditModal(job, len(images)))
+        await interaction.response.send_modal(EditModal(job, len(images), press_id=interaction.id))
 
 
 def is_image(attachment: discord.Attachment) -> bool:
@@ -88,8 +90,12 @@ class EditModal(discord.ui.Modal):
     """Asks what to change (and which image). The submit is handled in `on_submit`; the images are
     read again from the message then, so their signed URLs are fresh."""
 
-    def __init__(self, job: JobRecord, image_count: int) -> None:
-        super().__init__(title="Edit with FLUX.1 Kontext", timeout=None, custom_id=f"imagine:edit-modal:{job.id}")
+    def __init__(self, job: JobRecord, image_count: int, *, press_id: int) -> None:
+        # discord.py keeps open modals by custom_id: one per press, so two members editing the same
+        # result each get their own dialog (a shared id handed one member's answer to the other's).
+        super().__init__(
+            title="Edit with FLUX.1 Kontext", timeout=None, custom_id=f"imagine:edit-modal:{job.id}:{press_id}"
+        )
         self.job = job
         self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
             label="What should change?",
@@ -112,10 +118,16 @@ class EditModal(discord.ui.Modal):
         if not number.isdigit() or not 1 <= int(number) <= len(images):
             await reply_privately(interaction, f"⚠️ Pick an image from 1 to {len(images)}.")
             return
+        instruction = self.instruction.value.strip()
+        if not instruction:  # as /imagine refuses an empty prompt
+            await reply_privately(
+                interaction, f"⚠️ Say what should change: the instruction can't be empty. {NOTHING_SENT}"
+            )
+            return
         source = images[int(number) - 1]
         params = dataclasses.replace(
             self.job.params,
-            prompt=self.instruction.value.strip(),
+            prompt=instruction,
             num_images=1,
             seed=random.SystemRandom().randint(0, SEED_MAX),
             seed_was_random=True,
@@ -180,7 +192,8 @@ async def delete(bot: Services, interaction: discord.Interaction, job: JobRecord
     log.info("result message %s deleted by user %s", message.id, interaction.user.id)
     await reply_privately(interaction, "🗑️ Deleted.")
     if job is not None:
-        await bot.modlog.post(job.guild_id, deletion_entry(job, by=interaction.user.id, url=message.jump_url))
+        url = message_url(interaction.guild_id, message.channel.id, message.id)
+        await bot.modlog.post(job.guild_id, deletion_entry(job, by=interaction.user.id, url=url))
 
 
 def result_view(job_id: int) -> discord.ui.View:

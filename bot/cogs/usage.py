@@ -34,7 +34,9 @@ def usage_embed(
     price: float,
     in_guild: bool,
 ) -> discord.Embed:
-    """Everything counts images. `guild` is given only to members who may see the server's totals."""
+    """Everything counts images. `guild` is given only to members who may see the server's totals.
+    A server sees only its own figures: the whole bot's total (every server's) is the host's business,
+    logged by the bot's housekeeping, never shown in a server."""
     embed = discord.Embed(title="Your image usage", colour=BRAND)
     window = describe_window(limits.user_window_seconds)
     lines = [
@@ -59,7 +61,6 @@ def usage_embed(
             f"**Today:** {guild.today} images · ${guild.today * price:,.2f}",
             f"**Last 7 days:** {guild.last_7_days} images · ${guild.last_7_days * price:,.2f}",
             f"**Last 30 days:** {guild.last_30_days} images · ${guild.last_30_days * price:,.2f}",
-            f"**Whole bot today:** {_of(usage.global_today, limits.global_daily_images)}",
         ]
         embed.add_field(name="Server totals (estimated spend)", value="\n".join(spend), inline=False)
         embed.set_footer(text=f"Estimated at ${price:g} per image. Failed and cancelled requests cost nothing.")

@@ -26,8 +26,9 @@ from bot.jobs.outputs import PreparedOutputs, prepare_outputs
 from bot.jobs.progress import ProgressReporter, Stage, Status, stage_for_status
 from bot.jobs.queue import FairQueue, LeftQueueError
 from bot.jobs.store import InvalidTransitionError, JobRecord, JobState, JobStore
+from bot.links import jump_url
 from bot.wavespeed.client import WaveSpeedClient
-from bot.wavespeed.errors import ConnectionFailedError, MalformedResponseError, RateLimitedError, WaveSpeedError
+from bot.wavespeed.errors import RateLimitedError, WaveSpeedError
 from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ S = JobState
 LAST_EDIT_TIMEOUT = 5.0
 # Jobs downloading and uploading images at the same time (each holds up to four images in memory).
 DELIVERY_CONCURRENCY = 16
-# A recovered job past its deadline still gets this long to fetch a result that may be ready.
+# A job recovered after a restart, past its deadline, still gets this long to fetch a result that
+# may be ready (the bot was down, not the job slow). Jobs of this run get exactly their timeout.
 RESUME_MINIMUM = 15.0
 
 
@@ -57,12 +59,26 @@ class Target(Protocol):
     async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None: ...
 
     async def deliver(
-        self, embed: discord.Embed, outputs: PreparedOutputs, *, view: discord.ui.View | None = None
+        self,
+        embed: discord.Embed,
+        outputs: PreparedOutputs,
+        *,
+        view: discord.ui.View | None = None,
+        private: tuple[discord.Embed, PreparedOutputs] | None = None,
     ) -> discord.Message | None: ...
 
 
-# The server's NSFW policy applied to the outputs before they are posted.
-Review = Callable[[JobRecord, PreparedOutputs], Awaitable[PreparedOutputs]]
+@dataclass(frozen=True)
+class Reviewed:
+    """The outputs as the job's channel may receive them, and as a private message (a DM, never
+    age-restricted) may: a delivery that falls back to a DM must not carry the channel's policy."""
+
+    channel: PreparedOutputs
+    private: PreparedOutputs
+
+
+# The server's NSFW policy applied to the outputs, decided when they are posted.
+Review = Callable[[JobRecord, PreparedOutputs], Awaitable[Reviewed]]
 # Side effects once delivered (the moderation log): the job, the prediction, every output, the new message.
 AfterDelivery = Callable[[JobRecord, Prediction, PreparedOutputs, "discord.Message | None"], Awaitable[None]]
 
@@ -77,6 +93,7 @@ class _Run:
     since: datetime | None = None  # when it was submitted: the placeholder's clock
     holding: bool = False  # holds one of the queue's slots
     cancelled: bool = False  # by the member, while it waited
+    resumed: bool = False  # picked up after a restart
 
 
 class JobRunner:
@@ -96,6 +113,7 @@ class JobRunner:
         review: Review | None = None,
         after_delivery: AfterDelivery | None = None,
         find_placeholder: Callable[[JobRecord], Awaitable[int | None]] | None = None,
+        resume_minimum: float = RESUME_MINIMUM,
     ) -> None:
         self._client = client
         self._jobs = jobs
@@ -109,6 +127,7 @@ class JobRunner:
         self._review = review
         self._after_delivery = after_delivery
         self._find_placeholder = find_placeholder
+        self._resume_minimum = resume_minimum
         self.queue = FairQueue(max_concurrent, on_change=self._queue_changed)
         self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._runs: dict[int, _Run] = {}
@@ -121,8 +140,8 @@ class JobRunner:
     def active(self) -> int:
         return len(self._tasks)
 
-    def start(self, job: JobRecord) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run(job), name=f"imagine-job-{job.id}")
+    def start(self, job: JobRecord, *, resumed: bool = False) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._run(job, resumed=resumed), name=f"imagine-job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -142,7 +161,7 @@ class JobRunner:
         self.queue.restore([j.queue_tag for j in unfinished if j.queue_tag is not None and j.state is S.QUEUED])
         for job in unfinished:
             log.info("resuming job %s from %s", job.id, job.state)
-            self.start(job)
+            self.start(job, resumed=True)
         return len(unfinished)
 
     async def cancel(self, job_id: int) -> JobRecord | None:
@@ -168,11 +187,12 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _deadline(self, job: JobRecord) -> float:
-        if job.submitted_at is None:
-            remaining = self._timeout
-        else:
-            remaining = max(RESUME_MINIMUM, self._timeout - (time.time() - job.submitted_at))
+    def _deadline(self, run: _Run) -> float:
+        """When the job's time runs out, on the loop's clock: JOB_TIMEOUT_SECONDS after its submit."""
+        job = run.job
+        remaining = self._timeout if job.submitted_at is None else self._timeout - (time.time() - job.submitted_at)
+        if run.resumed:
+            remaining = max(self._resume_minimum, remaining)
         return asyncio.get_running_loop().time() + remaining
 
     async def _show(self, run: _Run, status: Status) -> None:
@@ -199,9 +219,10 @@ class JobRunner:
             run.holding = False
             self.queue.release()
 
-    async def _run(self, job: JobRecord) -> None:
+    async def _run(self, job: JobRecord, *, resumed: bool) -> None:
         target = self._targets(job)
         run = _Run(job, target, ProgressReporter(lambda s: self._show(run, s), min_interval=self._progress_interval))
+        run.resumed = resumed
         if job.submitted_at is not None:
             run.since = datetime.fromtimestamp(job.submitted_at, UTC)
         self._runs[job.id] = run
@@ -264,11 +285,13 @@ class JobRunner:
             run.progress.update(stage_for_status(prediction.status))
 
         assert run.job.prediction_id is not None
-        deadline = self._deadline(run.job)
+        deadline = self._deadline(run)
         if settled is not None:  # sync mode: the submit's answer was the result
             prediction = self._client.finished(settled)
         else:
             prediction = await self._client.wait(run.job.prediction_id, deadline=deadline, on_update=on_update)
+        # Never more images than were asked for (each is billed), and only http(s) links.
+        prediction = prediction.usable(run.job.params.num_images)
         self._release(run)  # WaveSpeed is done with it: the next job may start
         if run.job.state is S.SUBMITTED:
             run.job = await self._jobs.transition(run.job.id, S.COMPLETED, inference_ms=prediction.inference_ms)
@@ -276,9 +299,10 @@ class JobRunner:
         # flat however many jobs finish together.
         async with self._delivering:
             outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
-            shown = await self._review(run.job, outputs) if self._review else outputs  # the server's NSFW policy
+            # The server's NSFW policy for where the images land, decided now, not at admission.
+            shown = await self._review(run.job, outputs) if self._review else Reviewed(outputs, outputs)
             await run.progress.close()
-            run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(shown.files)} files")
+            run.job = await self._jobs.transition(run.job.id, S.DELIVERING, detail=f"{len(shown.channel.files)} files")
             sent = await self._deliver(run.job, run.target, prediction, shown)
             run.job = await self._jobs.transition(
                 run.job.id,
@@ -287,7 +311,12 @@ class JobRunner:
                 finished_at=time.time(),
                 outcome="delivered",
             )
-            log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(shown.files))
+            log.info(
+                "job %s delivered (prediction %s, %d files)",
+                run.job.id,
+                run.job.prediction_id,
+                len(shown.channel.files),
+            )
             if self._after_delivery is not None:
                 try:
                     await self._after_delivery(run.job, prediction, outputs, sent)
@@ -310,7 +339,7 @@ class JobRunner:
             if run.cancelled:  # pressed between its turn coming and this task waking up
                 raise LeftQueueError(run.job.id)
             run.job = await self._jobs.transition(run.job.id, S.SUBMITTING)
-            deadline = self._deadline(run.job)
+            deadline = self._deadline(run)
             submitted_at = time.time()
             if self._client.sync_mode:  # the generation happens during this request
                 run.since = datetime.fromtimestamp(submitted_at, UTC)
@@ -330,11 +359,14 @@ class JobRunner:
                 self._limited_streak += 1
                 self.queue.pause(error.retry_after or min(60.0, 2.0**self._limited_streak))
                 continue
-            except (ConnectionFailedError, MalformedResponseError) as error:
-                # Sent, but no readable answer: the task may exist and be billed.
-                if getattr(error, "sent", True):
-                    raise UnconfirmedSubmitError(str(error)) from None
-                raise
+            except WaveSpeedError as error:
+                # Only a clear refusal (an auth error, a 4xx in WaveSpeed's own envelope, a request
+                # never sent) proves no task exists. A 5xx, a timeout or an unreadable answer may
+                # come from a task that was created and billed: never "try again" for those.
+                if error.nothing_created:
+                    raise
+                log.warning("job %s: submit unconfirmed: %s", run.job.id, error)
+                raise UnconfirmedSubmitError(str(error)) from None
             self._limited_streak = 0
             log.info("job %s submitted as prediction %s", run.job.id, submitted.id)
             run.job = await self._jobs.transition(
@@ -347,21 +379,26 @@ class JobRunner:
             return settled
 
     async def _deliver(
-        self, job: JobRecord, target: Target, prediction: Prediction, outputs: PreparedOutputs
+        self, job: JobRecord, target: Target, prediction: Prediction, shown: Reviewed
     ) -> discord.Message | None:
         view = self._result_view(job.id)
+
+        def rendered(outputs: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
+            return render.result_embed(job.params, prediction, outputs), outputs
+
         try:
-            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs, view=view)
+            sent = await target.deliver(*rendered(shown.channel), view=view, private=rendered(shown.private))
         except discord.HTTPException as error:
             if error.status != 413 and error.code != 40005:
                 raise
             # Discord refused the upload after all: deliver links instead of failing.
             log.warning("Discord refused the upload (%s); delivering links", error.code)
-            outputs = outputs.without_files(prediction.output_urls)
-            sent = await target.deliver(render.result_embed(job.params, prediction, outputs), outputs, view=view)
+            links = Reviewed(*(o.without_files(prediction.output_urls) for o in (shown.channel, shown.private)))
+            sent = await target.deliver(*rendered(links.channel), view=view, private=rendered(links.private))
         if sent is not None:
             # The images are out: a placeholder that cannot point to them must not fail the job.
-            await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, sent.jump_url)))
+            url = jump_url(sent, job.guild_id)
+            await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url)))
         return sent
 
 

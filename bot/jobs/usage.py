@@ -44,6 +44,11 @@ async def usage_for(
     return Usage(user_active=user_active, user_window=window, guild_today=guild_today, global_today=global_today)
 
 
+async def images_today(db: aiosqlite.Connection, *, now: float) -> int:
+    """Images counted today (UTC) across every server and DM: the host's figure."""
+    return await _sum(db, "created_at >= ?", (start_of_day(now),))
+
+
 @dataclass(frozen=True)
 class Totals:
     today: int

@@ -17,12 +17,6 @@ from bot.wavespeed.models import Prediction
 log = logging.getLogger(__name__)
 
 
-def message_url(guild_id: int | None, channel_id: int | None, message_id: int | None) -> str | None:
-    if channel_id is None or message_id is None:
-        return None
-    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
-
-
 def _who_where(embed: discord.Embed, user_id: int, channel_id: int | None) -> None:
     embed.add_field(name="Requester", value=f"<@{user_id}> (`{user_id}`)", inline=True)
     if channel_id is not None:

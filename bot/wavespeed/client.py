@@ -84,6 +84,7 @@ class WaveSpeedClient:
         base_url: str,
         request_timeout: float = 30.0,
         poll_interval: float = 0.8,
+        first_poll: float | None = None,
         max_backoff: float = 10.0,
         rng: random.Random | None = None,
         webhook_url: str | None = None,
@@ -104,7 +105,8 @@ class WaveSpeedClient:
         else:  # WaveSpeed's own bot polls every 1.5 s, the SDK every 1 s: spend no more, wait less
             # Before any prediction has finished, the first poll waits 2.5 steps (2 s by default):
             # FLUX.1 Kontext [pro] takes longer than that, so earlier polls would only cost requests.
-            self.schedule = PollSchedule(interval=poll_interval, first_default=poll_interval * 2.5)
+            first = first_poll if first_poll is not None else poll_interval * 2.5
+            self.schedule = PollSchedule(interval=poll_interval, first_default=first)
         # Sync: the submit itself waits for the finished prediction (`enable_sync_mode`), so there
         # is nothing to poll; the cost is that the prediction id is unknown until it has finished.
         self.sync_mode = sync_mode
@@ -149,7 +151,7 @@ class WaveSpeedClient:
         if code >= 500:
             raise ServerError(f"WaveSpeed server error ({code}: {detail})", status=code)
         if code != 200:
-            raise InvalidRequestError(f"WaveSpeed refused the request ({code}: {detail})")
+            raise InvalidRequestError(f"WaveSpeed refused the request ({code}: {detail})", enveloped=envelope is not None)
         assert envelope is not None
         return envelope.data
 

@@ -13,6 +13,9 @@ class WaveSpeedError(Exception):
 
     user_message = "The image service had a problem."
     retryable = True
+    # True only when WaveSpeed clearly refused a request, so a submit that raised it created no
+    # task and bills nothing. Anything else raised by a submit may have created one.
+    nothing_created = False
 
     def __init__(self, message: str, *, prediction_id: str | None = None) -> None:
         super().__init__(message)
@@ -24,12 +27,14 @@ class AuthenticationError(WaveSpeedError):
 
     user_message = "The bot's WaveSpeed API key was refused. The bot's host needs to check it."
     retryable = False
+    nothing_created = True
 
 
 class RateLimitedError(WaveSpeedError):
     """429: the account's rate or concurrency limit."""
 
     user_message = "The image service is busy (rate limited). Try again in a minute."
+    nothing_created = True
 
     def __init__(self, message: str, *, retry_after: float | None, prediction_id: str | None = None) -> None:
         super().__init__(message, prediction_id=prediction_id)
@@ -47,10 +52,16 @@ class ServerError(WaveSpeedError):
 
 
 class InvalidRequestError(WaveSpeedError):
-    """A 4xx other than auth and rate limits: the API refused the input."""
+    """A 4xx other than auth and rate limits: the API refused the input. `enveloped` says the
+    answer was WaveSpeed's own JSON envelope with its error code (a clear refusal); a bare 4xx
+    (from a proxy, say) proves nothing about whether a task was created."""
 
     user_message = "The image service refused these options."
     retryable = False
+
+    def __init__(self, message: str, *, enveloped: bool = True, prediction_id: str | None = None) -> None:
+        super().__init__(message, prediction_id=prediction_id)
+        self.nothing_created = enveloped
 
 
 class ConnectionFailedError(WaveSpeedError):
@@ -61,6 +72,7 @@ class ConnectionFailedError(WaveSpeedError):
     def __init__(self, message: str, *, sent: bool, prediction_id: str | None = None) -> None:
         super().__init__(message, prediction_id=prediction_id)
         self.sent = sent
+        self.nothing_created = not sent
 
 
 class RequestTimeoutError(ConnectionFailedError):

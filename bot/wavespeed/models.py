@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
+
+from bot.wavespeed.errors import OutputError
 
 PENDING_STATUSES = frozenset({"created", "processing"})
 SUCCESS_STATUS = "completed"
@@ -68,6 +71,17 @@ class Prediction(BaseModel):
     def inference_ms(self) -> int | None:
         return self.timings.inference if self.timings else None
 
+    def usable(self, limit: int) -> Prediction:
+        """The prediction with at most `limit` outputs (what was asked for, and paid for) and only
+        http(s) links; each kept output keeps its own NSFW flag. Raises OutputError if none is left."""
+        flags = self.nsfw_flags()
+        kept = [(url, flags[i]) for i, url in enumerate(self.output_urls[: max(0, limit)]) if _is_web_link(url)]
+        if not kept and self.output_urls:
+            raise OutputError("the prediction's outputs are not usable links", prediction_id=self.id)
+        if len(kept) == len(self.output_urls) and self.has_nsfw_contents == flags:
+            return self
+        return self.model_copy(update={"outputs": [u for u, _ in kept], "has_nsfw_contents": [f for _, f in kept]})
+
     def nsfw_flags(self) -> list[bool]:
         """One flag per output. A flag that is missing, null or beyond a short list counts as flagged:
         the safe default for moderated servers."""
@@ -75,6 +89,10 @@ class Prediction(BaseModel):
         return [
             bool(flags[i]) if i < len(flags) and flags[i] is not None else True for i in range(len(self.output_urls))
         ]
+
+
+def _is_web_link(url: str) -> bool:
+    return urlsplit(url).scheme.lower() in ("http", "https")
 
 
 class Envelope(BaseModel):

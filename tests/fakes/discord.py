@@ -70,6 +70,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self.messages: dict[int, dict[str, Any]] = {}
         self.modals: list[dict[str, Any]] = []  # every MODAL callback's data, with its interaction's token
         self.forbidden_channels: set[int] = set()
+        self.nsfw_channels: set[int] = set()  # age-restricted; a test may take one out (the flag removed)
+        self.unreadable_channels: set[int] = set()  # GET /channels/{id} answers 403 Missing Access
         self._interactions: dict[str, InteractionState] = {}  # by token
         self._channel_posts: dict[int, list[int]] = {}
         self._dm_channels: dict[int, dict[str, Any]] = {}  # by recipient id
@@ -220,6 +222,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
     ) -> dict[str, Any]:  # fmt: skip
         """An interaction of type `kind` with `data`, registered (its token known to the routes)."""
         app_permissions = p.APP_PERMISSIONS
+        if channel_nsfw:  # the channel is age-restricted from now on, for GET /channels/{id} too
+            self.nsfw_channels.add(channel_id)
         if channel_id in self.forbidden_channels:
             app_permissions &= ~discord.Permissions(send_messages=True, attach_files=True).value
         payload = p.interaction_payload(

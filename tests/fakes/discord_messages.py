@@ -74,6 +74,8 @@ class MessagesMixin:
     messages: dict[int, dict[str, Any]]
     modals: list[dict[str, Any]]
     forbidden_channels: set[int]
+    nsfw_channels: set[int]
+    unreadable_channels: set[int]
     _interactions: dict[str, InteractionState]
     _channel_posts: dict[int, list[int]]
     _dm_channels: dict[int, dict[str, Any]]
@@ -206,8 +208,13 @@ class MessagesMixin:
 
     async def _get_channel(self, call: Call) -> web.Response:
         channel_id = self._channel(call, writing=False)
+        if channel_id in self.unreadable_channels:
+            return self._json({"code": 50001, "message": "Missing Access"}, 403)
         dm = next((c for c in self._dm_channels.values() if c["id"] == str(channel_id)), None)
-        return self._json(dm or p.text_channel_payload(channel_id, self.guild_id, permissions=p.APP_PERMISSIONS))
+        nsfw = channel_id in self.nsfw_channels
+        return self._json(
+            dm or p.text_channel_payload(channel_id, self.guild_id, nsfw=nsfw, permissions=p.APP_PERMISSIONS)
+        )
 
     async def _create_dm(self, call: Call) -> web.Response:
         recipient = int((call.json or {}).get("recipient_id") or 0)

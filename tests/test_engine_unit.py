@@ -1,0 +1,159 @@
+"""The job engine's edge cases, directly: which submit answers prove nothing was created, what a
+prediction may hand on, and how long a job waits. The runner drives the real WaveSpeed client
+against the fake WaveSpeed and the real job store; only the Discord side is a recording target
+(the engine's own seam), so each case costs milliseconds instead of an end-to-end run."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import discord
+import pytest
+from pydantic import SecretStr
+
+from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.runner import JobRunner
+from bot.jobs.store import JobState, JobStore
+from bot.store import Store
+from bot.wavespeed.client import WaveSpeedClient
+from bot.wavespeed.errors import OutputError, WaveSpeedError
+from bot.wavespeed.models import Prediction
+from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
+from tests.test_job_store import new_job
+
+MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"
+INPUT = {"prompt": "a red kite", "num_images": 1, "seed": 7}
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def deadline_in(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+# -- which submit failures prove that no task exists ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "nothing_created"),
+    [
+        (401, True),  # the key was refused
+        (429, True),  # rate limited: not taken
+        (400, True),  # refused in WaveSpeed's own envelope, with its code
+        (422, True),
+        (502, False),  # a 5xx after sending: it may exist and be billed
+        (500, False),
+        ("html", False),  # a proxy's error page: proves nothing
+        ("envelope-error", False),  # HTTP 200, envelope code 500
+        ("malformed", False),
+        ("accept-then-hang", False),  # sent, never answered
+    ],
+)
+async def test_submit_failures_say_whether_a_task_may_exist(session, wavespeed, answer, nothing_created):
+    wavespeed.scenario = Scenario(submit_responses=[answer])
+    client = WaveSpeedClient(session, api_key=SecretStr(wavespeed.api_key), base_url=wavespeed.base_url)
+    with pytest.raises(WaveSpeedError) as raised:
+        await client.submit(MODEL, INPUT, deadline=deadline_in(1.0), retry_rate_limits=False)
+    assert raised.value.nothing_created is nothing_created
+
+
+async def test_a_connection_refused_before_sending_created_nothing(session):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = WaveSpeedClient(session, api_key=SecretStr("k" * 20), base_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(WaveSpeedError) as raised:
+        await client.submit(MODEL, INPUT, deadline=deadline_in(0.3))
+    assert raised.value.nothing_created is True
+
+
+# -- what a finished prediction may hand on -------------------------------------------------------
+
+
+def prediction(outputs: list[str], flags: list[bool | None] | None) -> Prediction:
+    return Prediction(id="p1", status="completed", outputs=outputs, has_nsfw_contents=flags)
+
+
+def test_usable_keeps_at_most_what_was_asked_with_each_outputs_own_flag():
+    got = prediction(["https://a/1", "https://a/2", "https://a/3"], [False, True, False]).usable(2)
+    assert got.output_urls == ["https://a/1", "https://a/2"] and got.nsfw_flags() == [False, True]
+
+
+def test_usable_drops_links_that_are_not_http_and_keeps_flags_aligned():
+    got = prediction(["file:///etc/passwd", "HTTPS://a/2", "javascript:x", "http://a/4"], [False, True, False]).usable(
+        4
+    )
+    # The fourth output had no flag: it counts as flagged, and stays so after the others are dropped.
+    assert got.output_urls == ["HTTPS://a/2", "http://a/4"] and got.nsfw_flags() == [True, True]
+
+
+def test_usable_with_no_usable_link_is_an_output_error():
+    with pytest.raises(OutputError):
+        prediction(["data:image/png;base64,AAAA"], [False]).usable(1)
+
+
+def test_usable_returns_the_same_prediction_when_nothing_changes():
+    same = prediction(["https://a/1"], [False])
+    assert same.usable(4) is same
+
+
+# -- how long a job waits ---------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingTarget:
+    """Where the runner shows progress: records each embed's title and when it came."""
+
+    edits: list[tuple[float, str]] = field(default_factory=list)
+    final: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None:
+        self.edits.append((time.monotonic(), embed.title or ""))
+        if embed.title == "Couldn't make your image":
+            self.final.set()
+
+    async def deliver(
+        self,
+        embed: discord.Embed,
+        outputs: PreparedOutputs,
+        *,
+        view: discord.ui.View | None = None,
+        private: tuple[discord.Embed, PreparedOutputs] | None = None,
+    ) -> discord.Message | None:
+        self.final.set()
+        return None
+
+
+@pytest.mark.parametrize(("resumed", "expected"), [(False, 0.0), (True, 0.6)])
+async def test_only_a_resumed_job_gets_time_past_its_deadline(session, wavespeed, tmp_path, resumed, expected):
+    """A job of this run gets exactly its timeout from its submit; one resumed after a restart,
+    already past its deadline, gets `resume_minimum` more to fetch a result that may be ready."""
+    wavespeed.scenario = Scenario(inference_seconds=60)
+    client = WaveSpeedClient(session, api_key=SecretStr(wavespeed.api_key), base_url=wavespeed.base_url)
+    submitted = await client.submit(MODEL, INPUT, deadline=deadline_in(5))
+    target = RecordingTarget()
+    async with await Store.open(str(tmp_path / "bot.db")) as store:
+        jobs = JobStore(store.db)
+        job = await jobs.create(new_job(1))
+        await jobs.transition(job.id, JobState.SUBMITTING)
+        # Submitted 100 s ago with a 1 s timeout: its deadline passed long before this run.
+        job = await jobs.transition(
+            job.id, JobState.SUBMITTED, prediction_id=submitted.id, submitted_at=time.time() - 100, message_id=9
+        )
+        runner = JobRunner(
+            client, jobs, targets=lambda _: target, model=MODEL, timeout=1.0, resume_minimum=0.6, progress_interval=0.05
+        )
+        started = time.monotonic()
+        await asyncio.wait_for(runner.start(job, resumed=resumed), 5)
+        waited = time.monotonic() - started
+        assert (await jobs.get(job.id)).state is JobState.FAILED
+    assert expected <= waited <= expected + 0.5, f"waited {waited:.2f} s, expected about {expected} s"
+    assert target.edits and target.edits[-1][1] == "Couldn't make your image"
