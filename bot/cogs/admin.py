@@ -3,7 +3,9 @@ Server (a server can change that in its Integrations settings). Every answer is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Literal
 
 import discord
@@ -11,15 +13,21 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.delivery import reply_privately
+from bot.jobs.admission import DB_BUDGET
 from bot.moderation.settings import GuildSettings, GuildSettingsStore
 from bot.moderation.terms import InvalidTermError, make_term
 from bot.render import BRAND
+from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
 
 ChannelKind = Literal["normal", "age-restricted"]
 TOLERANCES = [app_commands.Choice(name=v, value=v) for v in ("1", "2", "3", "4", "5")]
 MAX_TERMS = 500
+BUSY = (
+    "⏳ The bot's database is busy right now, so the change is not saved yet; it will be once the "
+    "database is free. Check with `/imagine-admin show` in a moment."
+)
 
 
 TEXT_CHANNELS = (
@@ -77,9 +85,22 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
 
     async def _save(self, interaction: discord.Interaction, done: str, **changes: object) -> None:
         assert interaction.guild_id is not None
-        await self._settings.update(interaction.guild_id, **changes)
+        if await self._written(interaction, self._settings.update(interaction.guild_id, **changes)) is None:
+            return
         log.info("guild %s: %s (by user %s)", interaction.guild_id, done, interaction.user.id)
         await reply_privately(interaction, f"✅ {done}")
+
+    async def _written(self, interaction: discord.Interaction, write: Awaitable[GuildSettings]) -> GuildSettings | None:
+        """The saved settings; or None, having told the admin, when a database locked by another
+        process would make Discord show "the application did not respond". The write still lands
+        once the database is free."""
+        try:
+            async with asyncio.timeout(DB_BUDGET):
+                return await finish_anyway(write)
+        except TimeoutError:
+            log.warning("guild %s: a settings change waits for a busy database", interaction.guild_id)
+            await reply_privately(interaction, BUSY)
+            return None
 
     @app_commands.command(name="show", description="Show every moderation setting")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -186,7 +207,9 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     @app_commands.command(name="reset", description="Put every moderation setting back to its default")
     async def reset(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        settings = await self._settings.reset(interaction.guild_id)
+        settings = await self._written(interaction, self._settings.reset(interaction.guild_id))
+        if settings is None:
+            return
         log.info("guild %s: moderation settings reset (by user %s)", interaction.guild_id, interaction.user.id)
         await interaction.response.send_message(
             "✅ Every setting is back to its default.", embed=settings_embed(settings), ephemeral=True

@@ -18,11 +18,24 @@ from bot.limits import Access, Limits, check
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
+
+try:  # TEMPORARY while terms.py is rewritten
+    from bot.moderation.terms import PromptTooComplexError
+except ImportError:
+
+    class PromptTooComplexError(Exception):  # type: ignore[no-redef]
+        pass
+
+
 from bot.params import ImagineParams
+from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
 
 NOTHING_SENT = "Nothing was sent to the image service."
+# How long admission may wait on the database: with the network, the answer must reach Discord
+# within its 3-second window.
+DB_BUDGET = 2.0
 
 
 def age_restricted(interaction: discord.Interaction) -> bool:
@@ -46,6 +59,7 @@ class Admission:
         access: Access,
         guild_settings: GuildSettingsStore,
         modlog: ModLog,
+        db_budget: float = DB_BUDGET,
     ) -> None:
         self._runner = runner
         self._jobs = jobs
@@ -54,6 +68,7 @@ class Admission:
         self.guild_settings = guild_settings
         self._modlog = modlog
         self._lock = asyncio.Lock()  # count-then-create, one request at a time
+        self._db_budget = db_budget
 
     async def admit(
         self,
@@ -64,21 +79,44 @@ class Admission:
         source_job_id: int | None = None,
         bot_posts_placeholder: bool = False,
     ) -> JobRecord | str:
-        """The new job, written down before anything is sent anywhere; or the refusal to show privately."""
+        """The new job, written down before anything is sent anywhere; or the refusal to show privately.
+
+        The checks run cheapest first: shutdown, access, the server's gates and tolerance cap, the
+        limits, and only then the blocked terms (the costliest: Unicode normalisation of the whole
+        prompt), so a member over a limit cannot keep the bot busy with moderation work. The
+        database part is time-boxed: a database locked by another process must not make Discord
+        show "the application did not respond"."""
         if not self._runner.accepting:
             return "⏳ The bot is restarting. Try again in a moment."
         refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
         if refused is not None:
             return f"⛔ {refused.message}"
-        by_server = await self._moderate(interaction, params)
+        try:
+            async with asyncio.timeout(self._db_budget):
+                return await self._admit(interaction, params, kind, source_job_id, bot_posts_placeholder)
+        except TimeoutError:
+            log.warning("admission of interaction %s timed out: the database is busy", interaction.id)
+            return f"⏳ The bot is busy right now. Try again in a moment. {NOTHING_SENT}"
+
+    async def _admit(
+        self,
+        interaction: discord.Interaction,
+        params: ImagineParams,
+        kind: str,
+        source_job_id: int | None,
+        bot_posts_placeholder: bool,
+    ) -> JobRecord | str:
+        settings = await self.guild_settings.get(interaction.guild_id)
+        restricted = age_restricted(interaction)
+        by_server = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
+        by_server = by_server or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
         if by_server is not None:
             return f"⛔ {by_server} {NOTHING_SENT}"
         # Counting then creating must not interleave between requests, but with every limit off there
         # is nothing to count: no lock, so a burst of commands is written (and answered) in parallel.
         async with self._lock if self._limits.any else contextlib.nullcontext():
-            now = time.time()
-            limit = None
             if self._limits.any:
+                now = time.time()
                 usage = await usage_for(
                     self._jobs.db,
                     user_id=interaction.user.id,
@@ -88,26 +126,29 @@ class Admission:
                 )
                 in_guild = interaction.guild_id is not None
                 limit = check(self._limits, usage, params.num_images, now=now, in_guild=in_guild)
-            if limit is None:
-                return await self._jobs.create(
-                    NewJob(
-                        interaction_id=interaction.id,
-                        interaction_token="" if bot_posts_placeholder else interaction.token,
-                        application_id=interaction.application_id,
-                        guild_id=interaction.guild_id,
-                        channel_id=interaction.channel_id,
-                        user_id=interaction.user.id,
-                        created_at=interaction.created_at.timestamp(),
-                        params=params,
-                        file_limit=interaction.filesize_limit,
-                        channel_nsfw=age_restricted(interaction),
-                        kind=kind,
-                        source_job_id=source_job_id,
-                    )
-                )
-        assert limit is not None
-        log.info("user %s refused by %s", interaction.user.id, limit.limit)
-        return f"⛔ {limit.message} {NOTHING_SENT}"
+                if limit is not None:
+                    log.info("user %s refused by %s", interaction.user.id, limit.limit)
+                    return f"⛔ {limit.message} {NOTHING_SENT}"
+            blocked = await self._blocked(interaction, params)
+            if blocked is not None:
+                return f"⛔ {blocked} {NOTHING_SENT}"
+            new_job = NewJob(
+                interaction_id=interaction.id,
+                interaction_token="" if bot_posts_placeholder else interaction.token,
+                application_id=interaction.application_id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                created_at=interaction.created_at.timestamp(),
+                params=params,
+                file_limit=interaction.filesize_limit,
+                channel_nsfw=restricted,
+                kind=kind,
+                source_job_id=source_job_id,
+            )
+            # If the time box runs out while the row is being written, the write may still land: it
+            # carries on, and the job is then closed as never answered, so it neither runs nor counts.
+            return await finish_anyway(self._jobs.create(new_job), if_abandoned=self.not_placed)
 
     async def placed(self, job: JobRecord, message_id: int | None) -> None:
         """The placeholder is up: record it and start the job."""
@@ -122,15 +163,13 @@ class Admission:
     async def not_placed(self, job: JobRecord) -> None:
         await self._jobs.transition(job.id, JobState.FAILED, detail="could not answer", outcome="not answered")
 
-    async def _moderate(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
-        """The server's own rules: the refusal, or None."""
-        settings = await self.guild_settings.get(interaction.guild_id)
-        restricted = age_restricted(interaction)
-        refused = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
-        refused = refused or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
-        if refused is not None:
-            return refused
-        term = (await self.guild_settings.matcher(interaction.guild_id)).first_match(params.prompt)
+    async def _blocked(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
+        """The server's blocked terms: the refusal to show, or None. A hit is logged for moderators."""
+        matcher = await self.guild_settings.matcher(interaction.guild_id)
+        try:
+            term = matcher.first_match(params.prompt)
+        except PromptTooComplexError:
+            return "This prompt is too long to check once its special characters are expanded. Shorten it."
         if term is None:
             return None
         log.info("user %s refused by a blocked term in guild %s", interaction.user.id, interaction.guild_id)
