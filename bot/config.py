@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,8 +42,16 @@ class Settings(BaseSettings):
     first_poll_seconds: float = Field(default=2.0, ge=0.05, le=60)
     progress_interval_seconds: float = Field(default=1.5, ge=0.05, le=60)
 
+    # sqlite:///path (one process, the default) or postgresql://user@host:port/db (several processes).
     database_url: str = "sqlite:///data/bot.db"
+    # How long a process's claim on its jobs lasts without renewal: a process that dies is taken
+    # over by another within about this long (PostgreSQL; one SQLite process adopts all at start).
+    lease_seconds: float = Field(default=10.0, ge=1, le=600)
     discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = ()
+    # Sharding across processes: SHARD_COUNT shards in all, SHARD_IDS run here (empty: discord.py
+    # asks Discord how many and runs them all in this process).
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: Annotated[tuple[int, ...], NoDecode] = ()
 
     job_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     max_concurrent_jobs: int = Field(default=3, ge=1, le=1000)
@@ -117,12 +126,25 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_url(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only SQLite is supported: use sqlite:///path/to/file.db")
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite:///path/to/file.db or postgresql://user@host:port/database")
         return value
 
-    @field_validator("discord_guild_ids", "allowed_guild_ids", "allowed_user_ids", mode="before")
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the number of shards in all processes together)")
+        if self.shard_count is not None and any(not 0 <= i < self.shard_count for i in self.shard_ids):
+            raise ValueError("every SHARD_IDS value must be from 0 to SHARD_COUNT - 1")
+        return self
+
+    @property
+    def runs_shard_zero(self) -> bool:
+        """This process runs shard 0 (or every shard): it alone syncs the commands."""
+        return not self.shard_ids or 0 in self.shard_ids
+
+    @field_validator("discord_guild_ids", "allowed_guild_ids", "allowed_user_ids", "shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -148,9 +170,6 @@ class Settings(BaseSettings):
     def access(self) -> Access:
         return Access(frozenset(self.allowed_guild_ids), frozenset(self.allowed_user_ids), self.allow_dms)
 
-    @property
-    def database_path(self) -> str:
-        return self.database_url.removeprefix("sqlite:///")
 
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in a log line, a message or an exception."""
@@ -161,6 +180,7 @@ class Settings(BaseSettings):
             self.wavespeed_api_key.get_secret_value(),
             webhook,
             webhook.strip().removeprefix("whsec_"),
+            urlsplit(self.database_url).password or "",
         )
         return tuple(dict.fromkeys(s for s in values if s))
 

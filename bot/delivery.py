@@ -15,7 +15,7 @@ from typing import cast
 import discord
 
 from bot.jobs.outputs import PreparedOutputs
-from bot.jobs.store import JobRecord
+from bot.jobs.model import JobRecord
 from bot.render import discord_files
 
 log = logging.getLogger(__name__)

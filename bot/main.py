@@ -17,9 +17,12 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.httpserver import quiet_accept_errors
 from bot.logs import setup_logging
 from bot.metrics import LoopLagMonitor
-from bot.store import Store
+from bot.storage import open_storage
+from bot.storage.base import PUSH, Storage
+from bot.tasks import create_task
 from bot.wavespeed import webhook
 from bot.wavespeed.client import WaveSpeedClient
+from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
-        await Store.open(settings.database_path) as store,
+        contextlib.aclosing(await open_storage(settings.database_url, lease_seconds=settings.lease_seconds)) as storage,
     ):
         push = f"{settings.webhook_url}{webhook.PATH}" if settings.webhook_url else None
         wavespeed = WaveSpeedClient(
@@ -51,15 +54,22 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             poll_interval=settings.poll_interval_seconds,
             first_poll=settings.first_poll_seconds,
         )
+        storage.listen(lambda channel, payload: _on_push(storage, wavespeed, channel, payload))
+
+        async def record(prediction: Prediction) -> None:
+            """A verified push, for whichever process runs the job (maybe another one)."""
+            if prediction.is_final:
+                await storage.record_push(prediction.id, prediction.model_dump_json())
+
         receiver = None
         if push and settings.wavespeed_webhook_secret is not None:
             receiver = webhook.WebhookServer(
-                wavespeed.push,
+                record,
                 settings.wavespeed_webhook_secret,
                 host=settings.webhook_host,
                 port=settings.webhook_port,
             )
-        bot = ImagineBot(store=store, wavespeed=wavespeed, settings=settings)
+        bot = ImagineBot(storage=storage, wavespeed=wavespeed, settings=settings)
         lag = LoopLagMonitor()
         lag.start()
         async with bot:
@@ -76,6 +86,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 log.info("shutting down: %d job(s) in flight", bot.runner.active)
                 await bot.runner.close(grace=settings.shutdown_grace_seconds)
                 await bot.close()
+                await storage.release_leases()  # another process may take over at once
                 await lag.stop()
                 if receiver is not None:
                     await receiver.close()
@@ -86,6 +97,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                     bot_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await bot_task
+
+
+def _on_push(storage: Storage, wavespeed: WaveSpeedClient, channel: str, payload: str) -> None:
+    """A pushed result was recorded (by this process or another): hand it to a waiting job here."""
+    if channel == PUSH and wavespeed.waiting_for(payload):
+        create_task(_hand_over(storage, wavespeed, payload), name="pushed-result")
+
+
+async def _hand_over(storage: Storage, wavespeed: WaveSpeedClient, prediction_id: str) -> None:
+    body = await storage.pushed(prediction_id)
+    if body is not None:
+        wavespeed.push(Prediction.model_validate_json(body))
 
 
 async def _serve_until_signalled(settings: Settings) -> None:

@@ -9,7 +9,7 @@ import discord
 
 from bot.jobs.outputs import OutputFile, PreparedOutputs
 from bot.jobs.progress import LIVE_POSITIONS, Stage, Status
-from bot.jobs.store import JobRecord
+from bot.jobs.model import JobRecord
 from bot.params import ImagineParams
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction

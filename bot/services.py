@@ -7,16 +7,16 @@ from typing import Protocol, cast
 import discord
 
 from bot.jobs.admission import Admission
-from bot.jobs.runner import JobRunner
-from bot.jobs.store import JobStore
+from bot.jobs.dispatcher import Dispatcher
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
+from bot.storage.base import Storage
 
 
 class Services(Protocol):
     admission: Admission
-    runner: JobRunner
-    jobs: JobStore
+    dispatcher: Dispatcher
+    storage: Storage
     guild_settings: GuildSettingsStore
     modlog: ModLog
 

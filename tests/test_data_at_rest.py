@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.store import JobState, JobStore, NewJob
+from bot.jobs.model import NewJob
 from bot.params import ImagineParams
-from bot.store import Store
+from bot.storage.sqlite import SqliteStorage
 from tests.fakes.discord_payloads import random_token
 
 
 @pytest.fixture
 def sqlite_default_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start every connection with secure_delete off, as SQLite ships it. (Debian builds turn it on
-    by default, so on this machine's SQLite the tests would pass whatever Store.open asks for.)"""
+    by default, so on this machine's SQLite the tests would pass whatever SqliteStorage.open asks for.)"""
     connect = sqlite3.connect
 
     def connect_without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
@@ -64,8 +64,8 @@ async def test_the_database_its_wal_and_shm_are_owner_only_whatever_the_umask(tm
     folder = tmp_path / "data" / "nested"
     path = folder / "bot.db"
     given = mode(tmp_path)
-    async with await Store.open(str(path)) as store:
-        await JobStore(store.db).create(new_job(1, token=random_token()))  # a write: the WAL exists now
+    async with await SqliteStorage.open(str(path)) as store:
+        await store.create_job(new_job(1, token=random_token()))  # a write: the WAL exists now
         wal, shm = path.with_name("bot.db-wal"), path.with_name("bot.db-shm")
         assert wal.stat().st_size > 0 and shm.exists()
         assert {p.name: oct(mode(p)) for p in (path, wal, shm)} == {p.name: "0o600" for p in (path, wal, shm)}
@@ -94,7 +94,7 @@ async def test_an_existing_folder_is_left_alone_and_an_older_readable_database_i
     finally:
         writer.close()
 
-    async with await Store.open(str(path)) as store:
+    async with await SqliteStorage.open(str(path)) as store:
         assert await store.get_meta("k") == "from before"  # the WAL was still read
         for file in (path, path.with_name("bot.db-wal"), path.with_name("bot.db-shm")):
             assert oct(mode(file)) == "0o600", file.name
@@ -104,19 +104,19 @@ async def test_an_existing_folder_is_left_alone_and_an_older_readable_database_i
 async def leftovers(path: Path, token: str, prompts: list[str], *, secure_delete: bool) -> bytes:
     """Run jobs the way the bot does (token nulled when a job ends, old jobs pruned), checkpoint,
     and return what is on disk: the database file and whatever WAL is left."""
-    async with await Store.open(str(path)) as store:
+    async with await SqliteStorage.open(str(path)) as store:
         if not secure_delete:
-            await store.db.execute("PRAGMA secure_delete=OFF")  # what the bot did before
-        jobs = JobStore(store.db)
+            await store.execute("PRAGMA secure_delete=OFF")  # what the bot did before
+        jobs = store
         old = time.time() - 90 * 86400
         for n, prompt in enumerate(prompts, start=2):
-            job = await jobs.create(new_job(n, prompt=prompt, created_at=old))
-            await jobs.transition(job.id, JobState.CANCELLED)
-        finished = await jobs.create(new_job(1, token=token, prompt="a kept prompt"))
-        await jobs.transition(finished.id, JobState.FAILED, detail="failed")
-        assert (await jobs.get(finished.id)).interaction_token == ""
-        assert await jobs.prune(older_than_days=30) == len(prompts)
-        await store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            job = await jobs.create_job(new_job(n, prompt=prompt, created_at=old))
+            await jobs.cancel(job.id, finished_at=old)
+        finished = await jobs.create_job(new_job(1, token=token, prompt="a kept prompt"))
+        await jobs.fail(finished.id, outcome="failed", detail="failed", finished_at=time.time())
+        assert (await jobs.get_job(finished.id)).interaction_token == ""
+        assert await jobs.prune(older_than_days=30, now=time.time()) == len(prompts)
+        await store.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return on_disk(path)
 
 
@@ -148,6 +148,6 @@ async def test_finished_jobs_leave_no_token_or_prompt_in_the_file(tmp_path, sqli
 
 
 async def test_secure_delete_is_on_for_the_bots_connection(tmp_path, sqlite_default_off):
-    async with await Store.open(str(tmp_path / "bot.db")) as store:
-        rows = await store.db.execute_fetchall("PRAGMA secure_delete")
-        assert [tuple(r) for r in rows] == [(1,)]
+    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as store:
+        rows = await store.execute("PRAGMA secure_delete")
+        assert [dict(r) for r in rows] == [{"secure_delete": 1}]

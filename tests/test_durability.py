@@ -18,9 +18,9 @@ import aiohttp
 import discord
 import pytest
 
-from bot.jobs.store import JobStore, NewJob
+from bot.jobs.model import NewJob
 from bot.params import ImagineParams
-from bot.store import Store
+from bot.storage.sqlite import SqliteStorage
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
@@ -223,10 +223,9 @@ async def test_a_crash_between_answering_and_recording_the_placeholder_is_recove
         placeholder = {"type": 4, "data": {"embeds": [{"title": "Imagining…", "description": "> answered"}]}}
         async with http.post(url, json=placeholder) as response:
             assert response.status == 204
-    async with await Store.open(str(tmp_path / "bot.db")) as store:
-        jobs = JobStore(store.db)
+    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as jobs:
         for payload in (answered_payload, silent_payload):
-            await jobs.create(
+            await jobs.create_job(
                 NewJob(
                     interaction_id=int(payload["id"]),
                     interaction_token=payload["token"],
@@ -241,7 +240,7 @@ async def test_a_crash_between_answering_and_recording_the_placeholder_is_recove
             )
 
         # A Re-roll's reply placeholder, posted with its nonce just before the crash.
-        reply = await jobs.create(
+        reply = await jobs.create_job(
             NewJob(
                 interaction_id=1,
                 interaction_token="",

@@ -9,16 +9,18 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import aiohttp
-import discord
 import pytest
 from pydantic import SecretStr
 
 from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.progress import Status
+from bot.jobs.events import Delivered
+from bot.jobs.model import JobRecord, JobState
 from bot.jobs.runner import JobRunner
-from bot.jobs.store import JobState, JobStore
-from bot.store import Store
+from bot.storage.sqlite import SqliteStorage
 from bot.wavespeed.client import WaveSpeedClient
 from bot.wavespeed.errors import OutputError, WaveSpeedError
 from bot.wavespeed.models import Prediction
@@ -109,26 +111,31 @@ def test_usable_returns_the_same_prediction_when_nothing_changes():
 
 
 @dataclass
-class RecordingTarget:
-    """Where the runner shows progress: records each embed's title and when it came."""
+class RecordingPresenter:
+    """The engine's one seam to Discord: records what it was told, and when."""
 
-    edits: list[tuple[float, str]] = field(default_factory=list)
+    shown: list[tuple[float, str]] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
     final: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def edit(self, embed: discord.Embed, *, view: discord.ui.View | None = None) -> None:
-        self.edits.append((time.monotonic(), embed.title or ""))
-        if embed.title == "Couldn't make your image":
-            self.final.set()
+    async def show(self, job: JobRecord, status: Status, *, since: datetime | None) -> None:
+        self.shown.append((time.monotonic(), status.stage.value))
 
-    async def deliver(
-        self,
-        embed: discord.Embed,
-        outputs: PreparedOutputs,
-        *,
-        view: discord.ui.View | None = None,
-        private: tuple[discord.Embed, PreparedOutputs] | None = None,
-    ) -> discord.Message | None:
+    async def deliver(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs) -> Delivered:
         self.final.set()
+        return Delivered(None)
+
+    async def delivered(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered) -> None:
+        pass
+
+    async def failed(self, job: JobRecord, error: BaseException) -> None:
+        self.failures.append(error)
+        self.final.set()
+
+    async def paused(self, job: JobRecord) -> None:
+        pass
+
+    async def find_placeholder(self, job: JobRecord) -> int | None:
         return None
 
 
@@ -139,21 +146,19 @@ async def test_only_a_resumed_job_gets_time_past_its_deadline(session, wavespeed
     wavespeed.scenario = Scenario(inference_seconds=60)
     client = WaveSpeedClient(session, api_key=SecretStr(wavespeed.api_key), base_url=wavespeed.base_url)
     submitted = await client.submit(MODEL, INPUT, deadline=deadline_in(5))
-    target = RecordingTarget()
-    async with await Store.open(str(tmp_path / "bot.db")) as store:
-        jobs = JobStore(store.db)
-        job = await jobs.create(new_job(1))
-        await jobs.transition(job.id, JobState.SUBMITTING)
+    presenter = RecordingPresenter()
+    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as storage:
+        job = await storage.create_job(new_job(1))
+        await storage.record_placeholder(job.id, 9)
+        await storage.claim_next(capacity=1)
         # Submitted 100 s ago with a 1 s timeout: its deadline passed long before this run.
-        job = await jobs.transition(
-            job.id, JobState.SUBMITTED, prediction_id=submitted.id, submitted_at=time.time() - 100, message_id=9
-        )
+        job = await storage.mark_submitted(job.id, prediction_id=submitted.id, submitted_at=time.time() - 100)
         runner = JobRunner(
-            client, jobs, targets=lambda _: target, model=MODEL, timeout=1.0, resume_minimum=0.6, progress_interval=0.05
+            client, storage, presenter, model=MODEL, timeout=1.0, resume_minimum=0.6, progress_interval=0.05
         )
         started = time.monotonic()
         await asyncio.wait_for(runner.start(job, resumed=resumed), 5)
         waited = time.monotonic() - started
-        assert (await jobs.get(job.id)).state is JobState.FAILED
+        assert (await storage.get_job(job.id)).state is JobState.FAILED
     assert expected <= waited <= expected + 0.5, f"waited {waited:.2f} s, expected about {expected} s"
-    assert target.edits and target.edits[-1][1] == "Couldn't make your image"
+    assert [type(e).__name__ for e in presenter.failures] == ["JobTimeoutError"]

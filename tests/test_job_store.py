@@ -1,4 +1,4 @@
-"""The job store: the state machine, its events, recovery order, retention and migrations."""
+"""The SQLite job store: the state machine, its events, recovery order, retention and migrations."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 import aiosqlite
 import pytest
 
-from bot.jobs.store import TERMINAL, TRANSITIONS, InvalidTransitionError, JobState, JobStore, NewJob
+from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.params import ImagineParams
-from bot.store import MIGRATIONS, Store
+from bot.storage.sqlite import MIGRATIONS, SqliteStorage
 
 S = JobState
 
@@ -34,23 +34,30 @@ def new_job(n: int, *, created_at: float | None = None) -> NewJob:
 
 @pytest.fixture
 async def jobs(tmp_path):
-    async with await Store.open(str(tmp_path / "bot.db")) as store:
-        yield JobStore(store.db)
+    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as storage:
+        yield storage
 
 
-async def test_a_job_round_trips_and_records_every_transition(jobs: JobStore):
-    job = await jobs.create(new_job(1))
-    assert job.state is S.QUEUED and job.params == new_job(1).params and job.interaction_token == "token-1"
-    await jobs.transition(job.id, S.QUEUED, detail="placeholder posted", message_id=555)
-    await jobs.transition(job.id, S.SUBMITTING)
-    await jobs.transition(job.id, S.SUBMITTED, prediction_id="pred-1", submitted_at=123.0)
-    await jobs.transition(job.id, S.COMPLETED, inference_ms=2500)
-    await jobs.transition(job.id, S.DELIVERING)
-    done = await jobs.transition(job.id, S.DELIVERED, outcome="delivered")
+async def placed(jobs: SqliteStorage, n: int, **options) -> JobRecord:
+    job = await jobs.create_job(new_job(n, **options))
+    return await jobs.record_placeholder(job.id, 500 + n)
+
+
+async def test_a_job_round_trips_and_records_every_transition(jobs: SqliteStorage):
+    job = await jobs.create_job(new_job(1))
+    assert (await jobs.get_job(job.id)) == job
+    await jobs.record_placeholder(job.id, 555)
+    claimed = await jobs.claim_next(capacity=1)
+    assert claimed is not None and claimed.id == job.id and claimed.owner == jobs.owner
+    await jobs.mark_submitted(job.id, prediction_id="pred-1", submitted_at=123.0)
+    await jobs.mark_completed(job.id, inference_ms=2500)
+    await jobs.mark_delivering(job.id)
+    done = await jobs.mark_delivered(job.id, result_message_id=None, finished_at=124.0)
 
     assert (done.message_id, done.prediction_id, done.inference_ms, done.submitted_at) == (555, "pred-1", 2500, 123.0)
-    assert done.finished and done.interaction_token == ""  # the token is dropped once the job ends
-    events = await jobs.events(job.id)
+    assert done.state is S.DELIVERED and done.interaction_token == "" and done.owner is None
+    await jobs.renew_leases()  # not a move: no event
+    events = await jobs.job_events(job.id)
     assert [e[1] for e in events] == [
         "queued",
         "queued",
@@ -63,22 +70,18 @@ async def test_a_job_round_trips_and_records_every_transition(jobs: JobStore):
     assert events[0][0] is None and events[1][2] == "placeholder posted"
 
 
-@pytest.mark.parametrize(
-    ("path", "refused"), [((), S.SUBMITTED), ((S.SUBMITTING,), S.DELIVERED), ((S.FAILED,), S.QUEUED)]
-)
-async def test_only_listed_transitions_are_allowed(jobs: JobStore, path, refused):
-    job = await jobs.create(new_job(1))
-    for state in path:
-        await jobs.transition(job.id, state)
+async def test_only_listed_transitions_are_allowed(jobs: SqliteStorage):
+    queued = await jobs.create_job(new_job(1))
     with pytest.raises(InvalidTransitionError):
-        await jobs.transition(job.id, refused)
-    assert (await jobs.get(job.id)).state is (path[-1] if path else S.QUEUED)  # unchanged
-
-
-async def test_fields_outside_the_job_are_refused(jobs: JobStore):
-    job = await jobs.create(new_job(1))
-    with pytest.raises(ValueError, match="not a job field"):
-        await jobs.transition(job.id, S.SUBMITTING, state="delivered")
+        await jobs.mark_submitted(queued.id, prediction_id="p", submitted_at=1.0)  # never claimed
+    await jobs.record_placeholder(queued.id, 9)
+    assert await jobs.claim_next(capacity=1) is not None
+    with pytest.raises(InvalidTransitionError):
+        await jobs.mark_delivered(queued.id, result_message_id=None, finished_at=1.0)
+    await jobs.fail(queued.id, outcome="x", finished_at=1.0)
+    with pytest.raises(InvalidTransitionError):
+        await jobs.record_placeholder(queued.id, 9)
+    assert (await jobs.get_job(queued.id)).state is S.FAILED  # unchanged by the refused moves
 
 
 def test_every_state_can_fail_or_is_terminal():
@@ -87,31 +90,32 @@ def test_every_state_can_fail_or_is_terminal():
     assert {S.DELIVERED, S.FAILED, S.UNCONFIRMED, S.CANCELLED} == TERMINAL
 
 
-async def test_unfinished_jobs_come_back_oldest_first(jobs: JobStore):
-    ids = [(await jobs.create(new_job(n))).id for n in range(4)]
-    await jobs.transition(ids[1], S.FAILED)
-    await jobs.transition(ids[2], S.SUBMITTING)
+async def test_unfinished_jobs_come_back_oldest_first(jobs: SqliteStorage):
+    ids = [(await placed(jobs, n)).id for n in range(4)]
+    await jobs.fail(ids[1], outcome="x", finished_at=1.0)
+    claimed = await jobs.claim_next(capacity=1)
+    assert claimed is not None and claimed.id == ids[0]
     assert [(j.id, j.state) for j in await jobs.unfinished()] == [
-        (ids[0], S.QUEUED),
-        (ids[2], S.SUBMITTING),
+        (ids[0], S.SUBMITTING),
+        (ids[2], S.QUEUED),
         (ids[3], S.QUEUED),
     ]
 
 
-async def test_prune_deletes_only_old_finished_jobs_and_their_events(jobs: JobStore):
+async def test_prune_deletes_only_old_finished_jobs_and_their_events(jobs: SqliteStorage):
     old = time.time() - 40 * 86400
-    old_done = await jobs.create(new_job(1, created_at=old))
-    await jobs.transition(old_done.id, S.FAILED)
-    old_running = await jobs.create(new_job(2, created_at=old))
-    recent_done = await jobs.create(new_job(3))
-    await jobs.transition(recent_done.id, S.FAILED)
+    old_done = await jobs.create_job(new_job(1, created_at=old))
+    await jobs.fail(old_done.id, outcome="x", finished_at=old)
+    old_running = await jobs.create_job(new_job(2, created_at=old))
+    recent_done = await jobs.create_job(new_job(3))
+    await jobs.fail(recent_done.id, outcome="x", finished_at=time.time())
 
-    assert await jobs.prune(older_than_days=30) == 1
+    assert await jobs.prune(older_than_days=30, now=time.time()) == 1
     remaining = {j.id for j in await jobs.unfinished()} | {recent_done.id}
     assert remaining == {old_running.id, recent_done.id}
-    assert await jobs.events(old_done.id) == []
+    assert await jobs.job_events(old_done.id) == []
     with pytest.raises(KeyError):
-        await jobs.get(old_done.id)
+        await jobs.get_job(old_done.id)
 
 
 @pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
@@ -129,15 +133,15 @@ async def test_migrates_a_database_from_an_earlier_schema_version(tmp_path, vers
                 ('{"prompt": "old", "seed": 5}',),
             )
         await raw.commit()
-    async with await Store.open(path) as store:
-        assert await store.schema_version() == len(MIGRATIONS)
-        assert await store.get_meta("commands:1:global") == "abc"  # kept: no needless command re-sync
-        jobs = JobStore(store.db)
+    async with await SqliteStorage.open(path) as jobs:
+        assert await jobs.schema_version() == len(MIGRATIONS)
+        assert await jobs.get_meta("commands:1:global") == "abc"  # kept: no needless command re-sync
         if version >= 2:
             [old] = await jobs.unfinished()
-            assert (old.state, old.prediction_id, old.params.prompt, old.queue_tag) == (S.SUBMITTED, "p", "old", None)
-        job = await jobs.create(new_job(1))
-        assert job.state is S.QUEUED
+            assert (old.state, old.prediction_id, old.params.prompt) == (S.SUBMITTED, "p", "old")
+            assert (await jobs.usage_for(user_id=3, guild_id=None, now=1.0, window_seconds=10)).user_active == 1
+        job = await jobs.create_job(new_job(1))
+        assert job.state is S.QUEUED and job.queue_tag is not None
 
 
 def sqlite_library() -> ctypes.CDLL | None:
@@ -154,17 +158,17 @@ def sqlite_library() -> ctypes.CDLL | None:
     return library
 
 
-async def test_a_burst_of_transitions_does_not_hold_a_statement_each(jobs: JobStore):
+async def test_a_burst_of_transitions_does_not_hold_a_statement_each(jobs: SqliteStorage):
     library = sqlite_library()
     if library is None:
         pytest.skip("the sqlite3 module is not linked to a shared libsqlite3 that ctypes can find")
-    created = [await jobs.create(new_job(n)) for n in range(300)]
+    created = [await jobs.create_job(new_job(n)) for n in range(300)]
     library.sqlite3_memory_highwater(1)  # reset the high-water mark
 
     await asyncio.gather(
-        *(jobs.transition(j.id, S.QUEUED, detail="posted", message_id=n) for n, j in enumerate(created))
+        *(jobs.record_placeholder(j.id, n, detail="posted") for n, j in enumerate(created))
     )
-    await asyncio.gather(*(jobs.get(j.id) for j in created))
+    await asyncio.gather(*(jobs.get_job(j.id) for j in created))
 
     # Read in one trip each, the statements finish and are reused: well under a megabyte. Left
     # half-read across an await, each of the 300 held its own ~130 KB (about 40 MB).

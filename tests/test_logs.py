@@ -205,7 +205,7 @@ async def test_a_debug_log_of_a_real_job_holds_no_token_no_prompt_and_no_library
         assert secret not in log
     assert not LIBRARY_DEBUG.search(log)  # no aiosqlite statements, no gateway events
     assert "DEBUG   bot.logs: log levels: the bot at DEBUG, libraries at INFO" in log
-    assert "DEBUG   bot.store: database" in log  # the bot's own debug lines are there
+    assert "DEBUG   bot.storage.sqlite: database" in log  # the bot's own debug lines are there
     assert "INFO    bot.jobs.runner: job 1 submitted" in log
 
 

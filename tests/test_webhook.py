@@ -147,7 +147,10 @@ async def receiver():
 
     async def start(**limits: Any) -> Receiver:
         delivered: list[Prediction] = []
-        server = WebhookServer(delivered.append, SECRET, host="127.0.0.1", port=0, **limits)
+        async def deliver(prediction: Prediction) -> None:
+            delivered.append(prediction)
+
+        server = WebhookServer(deliver, SECRET, host="127.0.0.1", port=0, **limits)
         await server.start()
         started.append(Receiver(server, delivered))
         return started[-1]

@@ -33,7 +33,7 @@ class CancelButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
         try:
-            job = await bot.jobs.get(self.job_id)
+            job = await bot.storage.get_job(self.job_id)
         except KeyError:
             await reply_privately(interaction, "This request is no longer on record.")
             return
@@ -42,7 +42,7 @@ class CancelButton(
                 interaction, "Only the member who asked for this image, or a moderator, can cancel it."
             )
             return
-        cancelled = await bot.runner.cancel(job.id)
+        cancelled = await bot.dispatcher.cancel(job.id)
         if cancelled is None:
             await reply_privately(interaction, "This request has already started, so it can't be cancelled any more.")
             return

@@ -20,7 +20,7 @@ from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
 from bot.jobs.admission import NOTHING_SENT
 from bot.jobs.progress import Stage
-from bot.jobs.store import JobRecord
+from bot.jobs.model import JobRecord
 from bot.links import message_url
 from bot.moderation.log import deletion_entry
 from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
@@ -53,7 +53,7 @@ class ResultButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
         try:
-            job: JobRecord | None = await bot.jobs.get(self.job_id)
+            job: JobRecord | None = await bot.storage.get_job(self.job_id)
         except KeyError:
             job = None  # pruned by retention
         if self.action == "delete":

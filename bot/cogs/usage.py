@@ -10,8 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.delivery import NO_MENTIONS
-from bot.jobs.store import JobStore
-from bot.jobs.usage import Totals, totals, usage_for
+from bot.storage.base import Storage, Totals
 from bot.limits import Limits, Usage, describe_window, next_utc_midnight, window_frees_at
 from bot.render import BRAND
 
@@ -68,25 +67,23 @@ def usage_embed(
 
 
 class UsageCog(commands.Cog):
-    def __init__(self, jobs: JobStore, *, limits: Limits, price_per_image: float) -> None:
-        self._jobs = jobs
+    def __init__(self, storage: Storage, *, limits: Limits, price_per_image: float) -> None:
+        self._storage = storage
         self._limits = limits
         self._price = price_per_image
 
     @app_commands.command(name="usage", description="How many images you've made, your limits and what's left")
     async def usage(self, interaction: discord.Interaction) -> None:
         now = time.time()
-        db = self._jobs.db
-        usage = await usage_for(
-            db,
+        usage = await self._storage.usage_for(
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             now=now,
             window_seconds=self._limits.user_window_seconds,
         )
-        mine = await totals(db, now=now, user_id=interaction.user.id)
+        mine = await self._storage.totals(now=now, user_id=interaction.user.id)
         manager = interaction.guild_id is not None and interaction.permissions.manage_guild
-        guild = await totals(db, now=now, guild_id=interaction.guild_id) if manager else None
+        guild = await self._storage.totals(now=now, guild_id=interaction.guild_id) if manager else None
         embed = usage_embed(
             self._limits,
             usage,

@@ -11,13 +11,14 @@ import time
 
 import discord
 
+from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.model import InvalidTransitionError, JobRecord, NewJob
 from bot.jobs.runner import JobRunner
-from bot.jobs.store import InvalidTransitionError, JobRecord, JobState, JobStore, NewJob
-from bot.jobs.usage import usage_for
 from bot.limits import Access, Limits, check
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
+from bot.storage.base import Storage
 
 try:  # TEMPORARY while terms.py is rewritten
     from bot.moderation.terms import PromptTooComplexError
@@ -53,7 +54,8 @@ class Admission:
     def __init__(
         self,
         runner: JobRunner,
-        jobs: JobStore,
+        dispatcher: Dispatcher,
+        storage: Storage,
         *,
         limits: Limits,
         access: Access,
@@ -62,7 +64,8 @@ class Admission:
         db_budget: float = DB_BUDGET,
     ) -> None:
         self._runner = runner
-        self._jobs = jobs
+        self._dispatcher = dispatcher
+        self._storage = storage
         self._limits = limits
         self._access = access
         self.guild_settings = guild_settings
@@ -117,8 +120,7 @@ class Admission:
         async with self._lock if self._limits.any else contextlib.nullcontext():
             if self._limits.any:
                 now = time.time()
-                usage = await usage_for(
-                    self._jobs.db,
+                usage = await self._storage.usage_for(
                     user_id=interaction.user.id,
                     guild_id=interaction.guild_id,
                     now=now,
@@ -148,20 +150,18 @@ class Admission:
             )
             # If the time box runs out while the row is being written, the write may still land: it
             # carries on, and the job is then closed as never answered, so it neither runs nor counts.
-            return await finish_anyway(self._jobs.create(new_job), if_abandoned=self.not_placed)
+            return await finish_anyway(self._storage.create_job(new_job), if_abandoned=self.not_placed)
 
     async def placed(self, job: JobRecord, message_id: int | None) -> None:
-        """The placeholder is up: record it and start the job."""
+        """The placeholder is up: record it, and the job joins the line any process may claim from."""
         try:
-            job = await self._jobs.transition(
-                job.id, JobState.QUEUED, detail="placeholder posted", message_id=message_id
-            )
+            job = await self._storage.record_placeholder(job.id, message_id)
         except InvalidTransitionError:
             return  # cancelled with its button before this line ran: nothing to do
-        self._runner.start(job)
+        await self._dispatcher.placed(job)
 
     async def not_placed(self, job: JobRecord) -> None:
-        await self._jobs.transition(job.id, JobState.FAILED, detail="could not answer", outcome="not answered")
+        await self._storage.fail(job.id, outcome="not answered", detail="could not answer", finished_at=time.time())
 
     async def _blocked(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
         """The server's blocked terms: the refusal to show, or None. A hit is logged for moderators."""

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Literal
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.moderation.terms import BlockedTerm, TermMatcher
-from bot.store import fetch_one
+from bot.storage.base import SETTINGS, Storage
 
 Tolerance = Literal["1", "2", "3", "4", "5"]
 
@@ -43,11 +41,12 @@ DEFAULTS = GuildSettings()
 class GuildSettingsStore:
     """Reads and writes `guild_settings`; caches each server's settings and its compiled term list."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
         self._cache: dict[int, GuildSettings] = {}
         self._matchers: dict[int, TermMatcher] = {}
         self._loading: dict[int, asyncio.Future[GuildSettings]] = {}
+        storage.listen(self._on_notification)
 
     async def get(self, guild_id: int | None) -> GuildSettings:
         if guild_id is None:
@@ -62,22 +61,27 @@ class GuildSettingsStore:
         return await asyncio.shield(loading)
 
     async def _load(self, guild_id: int) -> GuildSettings:
-        row = await fetch_one(self._db, "SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        document = await self._storage.load_guild_settings(guild_id)
         try:
-            settings = GuildSettings.model_validate_json(row[0]) if row else DEFAULTS
+            settings = GuildSettings.model_validate_json(document) if document else DEFAULTS
         except ValidationError:
             settings = DEFAULTS  # an unreadable document must not lock moderators out
         return self._cache.setdefault(guild_id, settings)
 
     async def save(self, guild_id: int, settings: GuildSettings) -> GuildSettings:
-        await self._db.execute(
-            "INSERT INTO guild_settings (guild_id, settings, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(guild_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
-            (guild_id, settings.model_dump_json(), time.time()),
-        )
+        """Write a server's settings; every process drops its cached copy (a notification)."""
+        await self._storage.save_guild_settings(guild_id, settings.model_dump_json())
+        self._forget(guild_id)
         self._cache[guild_id] = settings
-        self._matchers.pop(guild_id, None)
         return settings
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel == SETTINGS and payload.isdigit():
+            self._forget(int(payload))
+
+    def _forget(self, guild_id: int) -> None:
+        self._cache.pop(guild_id, None)
+        self._matchers.pop(guild_id, None)
 
     async def update(self, guild_id: int, **changes: object) -> GuildSettings:
         current = await self.get(guild_id)

@@ -225,14 +225,23 @@ class WaveSpeedClient:
         elif len(self._early) < 10_000:
             self._early[prediction.id] = prediction
 
+    def expect(self, prediction_id: str) -> None:
+        """From now on a push of this prediction is kept for `wait`, even before it starts."""
+        if prediction_id not in self._waiters:
+            self._waiters[prediction_id] = asyncio.get_running_loop().create_future()
+        if (early := self._early.pop(prediction_id, None)) is not None and not self._waiters[prediction_id].done():
+            self._waiters[prediction_id].set_result(early)
+
+    def waiting_for(self, prediction_id: str) -> bool:
+        return prediction_id in self._waiters
+
     async def wait(self, prediction_id: str, *, deadline: float, on_update: OnUpdate | None = None) -> Prediction:
         """Until the prediction is final (pushed, or seen by a poll) or the deadline passes; reports
         each status change."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        waiter = self._waiters[prediction_id] = loop.create_future()
-        if (early := self._early.pop(prediction_id, None)) is not None:
-            waiter.set_result(early)
+        self.expect(prediction_id)
+        waiter = self._waiters[prediction_id]
         try:
             return await self._wait(prediction_id, waiter, started, deadline, on_update)
         finally:

@@ -18,7 +18,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from pydantic import SecretStr, ValidationError
@@ -141,12 +141,12 @@ class WebhookVerifier:
 
 
 class WebhookServer:
-    """The webhook route on a `GuardedHTTPServer`; verified predictions go to `deliver`
-    (`WaveSpeedClient.push`). The limits are `GuardedHTTPServer`'s, with its defaults."""
+    """The webhook route on a `GuardedHTTPServer`; verified predictions go to `deliver` (recorded in
+    the database for whichever process runs the job). The limits are `GuardedHTTPServer`'s, with its defaults."""
 
     def __init__(
         self,
-        deliver: Callable[[Prediction], None],
+        deliver: Callable[[Prediction], Awaitable[None]],
         secret: SecretStr | str,
         *,
         host: str,
@@ -190,5 +190,5 @@ class WebhookServer:
         except ValidationError:
             log.warning("refused a WaveSpeed webhook call: the body is not a prediction")
             return web.Response(status=400, text="not a prediction")
-        self._deliver(prediction)
+        await self._deliver(prediction)
         return web.Response(status=200, text="ok")

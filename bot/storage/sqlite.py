@@ -1,15 +1,20 @@
-"""The bot's SQLite database: one file, WAL mode, versioned migrations run at start-up."""
+"""The embedded backend: one SQLite file, WAL mode, versioned migrations run at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiosqlite
+
+from bot.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,35 @@ MIGRATIONS: tuple[str, ...] = (
         VALUES (NEW.id, NEW.updated_at, OLD.state, NEW.state, NEW.last_detail);
     END;
     """,
+    # v7: the database is the queue (bot.storage.base). Images counted in a column; each unfinished
+    # job has an owner process and a lease; the line's round and WaveSpeed's pause in one row;
+    # pushed results wait for whichever process runs their job. An event is written only when a
+    # statement sets the state, not for a lease renewal.
+    """
+    DROP TRIGGER job_moved;
+    CREATE TRIGGER job_moved AFTER UPDATE OF state ON jobs BEGIN
+        INSERT INTO job_events (job_id, at, from_state, to_state, detail)
+        VALUES (NEW.id, NEW.updated_at, OLD.state, NEW.state, NEW.last_detail);
+    END;
+    ALTER TABLE jobs ADD COLUMN num_images INTEGER NOT NULL DEFAULT 1;
+    UPDATE jobs SET num_images = COALESCE(CAST(json_extract(params, '$.num_images') AS INTEGER), 1);
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN lease_until REAL;
+    UPDATE jobs SET queue_tag = 0 WHERE queue_tag IS NULL;
+    CREATE INDEX jobs_in_line ON jobs (state, queue_tag, id);
+    CREATE TABLE queue_state (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        virtual_time REAL NOT NULL,
+        paused_until REAL NOT NULL
+    );
+    INSERT INTO queue_state (id, virtual_time, paused_until) VALUES (1, COALESCE(
+        (SELECT MIN(queue_tag) FROM jobs WHERE state = 'queued'), (SELECT MAX(queue_tag) FROM jobs), 0), 0);
+    CREATE TABLE pushes (
+        prediction_id TEXT PRIMARY KEY,
+        body          TEXT NOT NULL,
+        received_at   REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -129,26 +163,27 @@ def _private_files(database: Path) -> None:
             log.warning("cannot make %s owner-only (it belongs to another user): others may read it", file)
 
 
-async def fetch_one(db: aiosqlite.Connection, query: str, params: tuple[object, ...] = ()) -> aiosqlite.Row | None:
-    """The first row, read in one trip to the database thread, like every read here: a statement
-    left half-read across an `await` (execute, then fetchone) keeps its working memory (~130 KB for
-    an UPDATE ... RETURNING) and makes every concurrent caller prepare its own copy, so a burst of
-    1000 jobs once held 130 MB of SQLite memory."""
-    return next(iter(await db.execute_fetchall(query, params)), None)
+class SqliteStorage(Storage):
+    """One SQLite file in WAL mode, one connection, every statement its own transaction: one process
+    at a time (the embedded default). Claims need no lock: SQLite runs one statement at a time."""
 
+    backend = "sqlite"
+    NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    GREATEST = "MAX"
 
-class Store:
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, **options: Any) -> None:
+        super().__init__(**options)
         self._db = connection
+        self._db.row_factory = aiosqlite.Row
 
     @classmethod
-    async def open(cls, path: str) -> Store:
+    async def open(cls, path: str, **options: Any) -> SqliteStorage:
         if path not in ("", ":memory:"):
             _private_files(Path(path))
         # Autocommit: every statement is its own transaction (with its trigger); multi-statement
         # changes (the migrations) open their own.
         connection = await aiosqlite.connect(path, isolation_level=None)
-        store = cls(connection)
+        storage = cls(connection, **options)
         try:
             # Zero what a DELETE or UPDATE frees: a finished job's interaction token (nulled) and a
             # pruned job's prompt would otherwise stay readable in the file's free space, and in
@@ -159,21 +194,32 @@ class Store:
             # the last commits) and skips an fsync per commit, which /imagine pays on every request.
             await connection.execute("PRAGMA synchronous=NORMAL")
             await connection.execute("PRAGMA foreign_keys=ON")
-            await store.migrate()
+            await storage.migrate()
         except BaseException:
             await connection.close()
             raise
         log.debug("database %s open: owner-only files, secure_delete on", path)
-        return store
+        return storage
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        return self._db
+    async def _rows(self, sql: str, args: Sequence[object] = ()) -> list[Mapping[str, Any]]:
+        # Read in one trip to the database thread, like every read here: a statement left half-read
+        # across an `await` (execute, then fetchone) keeps its working memory (~130 KB for an
+        # UPDATE ... RETURNING) and makes every concurrent caller prepare its own copy, so a burst
+        # of 1000 jobs once held 130 MB of SQLite memory.
+        return list(await self._db.execute_fetchall(sql, tuple(args)))  # type: ignore[arg-type]
+
+    async def _run(self, sql: str, args: Sequence[object] = ()) -> int:
+        cursor = await self._db.execute(sql, tuple(args))
+        return cursor.rowcount
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """One process: the listeners are all here."""
+        asyncio.get_running_loop().call_soon(self._wake, channel, payload)
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> SqliteStorage:
         return self
 
     async def __aexit__(
@@ -181,9 +227,13 @@ class Store:
     ) -> None:
         await self.close()
 
+    async def execute(self, sql: str) -> list[Mapping[str, Any]]:
+        """A raw statement, for maintenance tests and PRAGMAs; the bot itself never calls it."""
+        return await self._rows(sql)
+
     async def schema_version(self) -> int:
-        row = await fetch_one(self._db, "PRAGMA user_version")
-        return int(row[0]) if row else 0
+        row = await self._one("PRAGMA user_version")
+        return int(dict(row)["user_version"]) if row else 0
 
     async def migrate(self) -> None:
         current = await self.schema_version()
@@ -195,14 +245,3 @@ class Store:
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             await self._db.executescript(f"BEGIN; {script} PRAGMA user_version = {version}; COMMIT;")
             log.info("database migrated to schema version %d", version)
-
-    async def get_meta(self, key: str) -> str | None:
-        row = await fetch_one(self._db, "SELECT value FROM meta WHERE key = ?", (key,))
-        return str(row[0]) if row else None
-
-    async def set_meta(self, key: str, value: str) -> None:
-        await self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-        await self._db.commit()

@@ -1,0 +1,180 @@
+"""The process's side of the shared queue: claim jobs when a slot is free, show waiting members
+their place in line, keep this process's leases and adopt the jobs of processes that died.
+
+The database holds the line, the cap and the 429 pause (`bot.storage.base`); memory holds only a
+wake-up event, set by a notification (a job joined the line, a slot came free, a pause was set)
+or by a steady tick that also covers a lost notification and the end of a pause. Any number of
+processes run this loop on one database and share one fair line and one cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bot.jobs.events import NeverAnsweredError, Presenter
+from bot.jobs.model import JobRecord, JobState
+from bot.jobs.progress import ProgressReporter, Status
+from bot.jobs.runner import JobRunner
+from bot.storage.base import QUEUE, Storage
+from bot.tasks import create_task
+
+log = logging.getLogger(__name__)
+
+S = JobState
+# How often the loop looks even without a wake-up (a lost notification, a pause that ended).
+TICK = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        storage: Storage,
+        runner: JobRunner,
+        presenter: Presenter,
+        *,
+        capacity: int,
+        tick: float = TICK,
+        positions_interval: float = 0.25,
+    ) -> None:
+        self._storage = storage
+        self._runner = runner
+        self._presenter = presenter
+        self._capacity = capacity
+        self._tick = tick
+        self._positions_interval = positions_interval
+        self._wake = asyncio.Event()
+        self._watching: dict[int, ProgressReporter] = {}  # this process's queued jobs, by id
+        self._loops: list[asyncio.Task[None]] = []
+        self._last_positions = 0.0
+        storage.listen(self._on_notification)
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel == QUEUE:
+            self._wake.set()
+
+    async def start(self) -> int:
+        """Adopt what needs an owner (on SQLite, one process: every unfinished job), then run the
+        loops. Returns how many jobs were adopted."""
+        adopted = await self._adopt(everything=self._storage.backend == "sqlite")
+        self._loops = [
+            create_task(self._claim_loop(), name="claim-jobs"),
+            create_task(self._lease_loop(), name="job-leases"),
+        ]
+        return adopted
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        for reporter in self._watching.values():
+            await reporter.close()
+        self._watching.clear()
+
+    # -- queued jobs this process answered -----------------------------------------------------------
+    async def placed(self, job: JobRecord) -> None:
+        """A job's placeholder is up (recorded): show its place in line and wake every claimer."""
+        self.watch(job)
+        await self._storage.notify(QUEUE)
+
+    def watch(self, job: JobRecord) -> None:
+        if job.id not in self._watching and not self._runner.running(job.id):
+            self._watching[job.id] = self._runner.reporter(job)
+        self._wake.set()
+
+    async def cancel(self, job_id: int) -> JobRecord | None:
+        """Take a waiting job out of line (nothing was sent). None if it has started or ended."""
+        reporter = self._watching.pop(job_id, None)
+        if reporter is not None:
+            await reporter.close()  # no position edit may land after the cancellation
+        cancelled = await self._storage.cancel(job_id, finished_at=time.time())
+        if cancelled is not None:
+            await self._storage.notify(QUEUE)
+        return cancelled
+
+    # -- the loops ---------------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._tick):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._claim_all()
+                await self._show_positions()
+            except Exception:
+                log.exception("the queue loop failed; trying again")
+
+    async def _claim_all(self) -> None:
+        while self._runner.accepting:
+            job = await self._storage.claim_next(capacity=self._capacity)
+            if job is None:
+                return
+            reporter = self._watching.pop(job.id, None)
+            if reporter is not None:
+                await reporter.close()
+            log.info("job %s claimed (round %s)", job.id, job.queue_tag)
+            self._runner.start(job)
+
+    async def _show_positions(self) -> None:
+        """Each waiting job this process answered shows its place in the one line, all processes'."""
+        if not self._watching:
+            return
+        since = time.monotonic() - self._last_positions
+        if since < self._positions_interval:  # at most a few reads of the line a second
+            asyncio.get_running_loop().call_later(self._positions_interval - since, self._wake.set)
+            return
+        self._last_positions = time.monotonic()
+        line = await self._storage.waiting()
+        paused_until = await self._storage.paused_until()
+        resumes_at = paused_until if paused_until > time.time() else None
+        positions = {w.job_id: n for n, w in enumerate(line, start=1)}
+        for job_id in list(self._watching):
+            if job_id in positions:
+                self._watching[job_id].update(Status.waiting(positions[job_id], resumes_at))
+            else:  # claimed (here or elsewhere), cancelled, or adopted by another process
+                await self._watching.pop(job_id).close()
+
+    async def _lease_loop(self) -> None:
+        every = max(0.2, self._storage.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._storage.renew_leases()
+                await self._adopt()
+            except Exception:
+                log.exception("lease upkeep failed; trying again")
+
+    async def _adopt(self, *, everything: bool = False) -> int:
+        """Take over unfinished jobs whose owner is gone: a waiting one is watched, a running one
+        resumed, one caught mid-submit answered as unconfirmed (never sent again)."""
+        adopted = await self._storage.adopt_orphans(everything=everything)
+        for job in adopted:
+            log.info("adopting job %s (%s)", job.id, job.state)
+            if job.state is S.QUEUED:
+                if job.message_id is None:
+                    job = await self._answered(job)  # type: ignore[assignment]
+                    if job is None:
+                        continue
+                self.watch(job)
+            elif not self._runner.running(job.id):
+                self._runner.start(job, resumed=True)
+        if adopted:
+            await self._storage.notify(QUEUE)
+        return len(adopted)
+
+    async def _answered(self, job: JobRecord) -> JobRecord | None:
+        """A job whose process stopped around answering the command: if the answer went out it is the
+        placeholder; if not, the member saw "the application did not respond" and nothing runs."""
+        found = await self._presenter.find_placeholder(job)
+        if found is None:
+            await self._storage.fail(
+                job.id, outcome="not answered", detail="never answered", finished_at=time.time()
+            )
+            log.info("job %s was never answered: %s", job.id, NeverAnsweredError.__doc__)
+            return None
+        return await self._storage.record_placeholder(job.id, found, detail="placeholder found")

@@ -1,0 +1,172 @@
+"""The Discord presenter: the one place that turns the job engine's facts into embeds, files and
+words, under each server's policy. The engine (`bot.jobs`) never imports discord."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable
+from datetime import datetime
+
+import discord
+
+from bot import render
+from bot.cogs.cancel import cancel_view
+from bot.cogs.results import post_reply_placeholder, result_view
+from bot.delivery import Placeholder
+from bot.jobs.events import Delivered
+from bot.jobs.model import JobRecord
+from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.progress import Stage, Status
+from bot.links import jump_url, message_url
+from bot.moderation.log import ModLog, generation_entry
+from bot.moderation.policy import apply_nsfw, nsfw_mode
+from bot.moderation.settings import GuildSettingsStore
+from bot.storage.base import Storage
+from bot.wavespeed.models import Prediction
+
+log = logging.getLogger(__name__)
+
+# How long a last "paused" or "failed" edit may take before the bot gives up on it.
+LAST_EDIT_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reviewed:
+    """The outputs as the job's channel may receive them, and as a private message (a DM, never
+    age-restricted) may: a delivery that falls back to a DM must not carry the channel's policy."""
+
+    channel: PreparedOutputs
+    private: PreparedOutputs
+
+
+class DiscordPresenter:
+    def __init__(
+        self, client: discord.Client, storage: Storage, guild_settings: GuildSettingsStore, modlog: ModLog
+    ) -> None:
+        self._client = client
+        self._storage = storage
+        self._guild_settings = guild_settings
+        self._modlog = modlog
+        self._sent_urls: dict[int, str] = {}  # job id -> the new message a late delivery posted
+        # One placeholder per job while it runs: it remembers a token Discord declared dead, so
+        # the bot never uses it again (401s count toward Discord's invalid-request ban).
+        self._placeholders: dict[int, Placeholder] = {}
+
+    def _placeholder(self, job: JobRecord) -> Placeholder:
+        placeholder = self._placeholders.get(job.id)
+        if placeholder is None or placeholder.message_id != job.message_id:
+            placeholder = self._placeholders[job.id] = Placeholder(self._client, job)
+        return placeholder
+
+    def _done(self, job: JobRecord) -> Placeholder:
+        """The job's placeholder for its last edits; forgotten here."""
+        placeholder = self._placeholder(job)
+        self._placeholders.pop(job.id, None)
+        return placeholder
+
+    async def show(self, job: JobRecord, status: Status, *, since: datetime | None) -> None:
+        view = cancel_view(job.id) if status.stage is Stage.QUEUED else None
+        await self._placeholder(job).edit(render.placeholder_embed(job.params, status, since=since), view=view)
+
+    async def failed(self, job: JobRecord, error: BaseException) -> None:
+        embed = render.failure_embed(job.params, error, prediction_id=job.prediction_id)
+        await _last_edit(self._done(job).edit(embed))
+
+    async def paused(self, job: JobRecord) -> None:
+        view = cancel_view(job.id) if job.state.value == "queued" else None
+        paused = render.paused_embed(job.params, prediction_id=job.prediction_id)
+        await _last_edit(self._done(job).edit(paused, view=view))
+
+    async def deliver(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs) -> Delivered:
+        target = self._done(job)
+        shown = await self._review(job, outputs)
+        view = result_view(job.id)
+
+        def rendered(reviewed: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
+            return render.result_embed(job.params, prediction, reviewed), reviewed
+
+        try:
+            sent = await target.deliver(*rendered(shown.channel), view=view, private=rendered(shown.private))
+        except discord.HTTPException as error:
+            if error.status != 413 and error.code != 40005:
+                raise
+            # Discord refused the upload after all: deliver links instead of failing.
+            log.warning("Discord refused the upload (%s); delivering links", error.code)
+            links = Reviewed(*(o.without_files(prediction.output_urls) for o in (shown.channel, shown.private)))
+            sent = await target.deliver(*rendered(links.channel), view=view, private=rendered(links.private))
+        if sent is None:
+            return Delivered(None)
+        # The images are out: a placeholder that cannot point to them must not fail the job.
+        url = jump_url(sent, job.guild_id)
+        await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url)))
+        self._sent_urls[job.id] = url
+        return Delivered(sent.id)
+
+    async def delivered(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered) -> None:
+        """The moderation log's entry, with every image (flagged ones behind a spoiler)."""
+        url = self._sent_urls.pop(job.id, None) or message_url(
+            job.guild_id, job.channel_id, where.result_message_id or job.message_id
+        )
+        await self._modlog.post(job.guild_id, generation_entry(job, prediction, outputs, url), outputs)
+
+    async def find_placeholder(self, job: JobRecord) -> int | None:
+        """After a crash around posting a job's placeholder: the message, if it was posted."""
+        if job.interaction_token:
+            return await self._placeholder(job).find_original()
+        if job.channel_id is None or job.source_job_id is None:
+            return None
+        # A reply placeholder: posting it again with its nonce returns the first one if it exists.
+        try:
+            source = await self._storage.get_job(job.source_job_id)
+        except KeyError:
+            source = None
+        reference = None
+        if source is not None and (source.result_message_id or source.message_id):
+            reference = discord.MessageReference(
+                message_id=source.result_message_id or source.message_id or 0,
+                channel_id=job.channel_id,
+                fail_if_not_exists=False,
+            )
+        try:
+            message = await post_reply_placeholder(self._client.get_partial_messageable(job.channel_id), job, reference)
+        except discord.HTTPException:
+            return None
+        return message.id
+
+    # -- the server's NSFW policy where the images land --------------------------------------------------
+    async def _review(self, job: JobRecord, outputs: PreparedOutputs) -> Reviewed:
+        """The server's NSFW policy for the channel as it is now (it may have lost its age
+        restriction while the job waited), and for a DM, which never is age-restricted."""
+        settings = await self._guild_settings.get(job.guild_id)
+        restricted = await self._age_restricted(job.channel_id)
+        private = apply_nsfw(outputs, nsfw_mode(settings, age_restricted=False), age_restricted=False)
+        if not restricted:
+            return Reviewed(private, private)
+        channel = apply_nsfw(outputs, nsfw_mode(settings, age_restricted=True), age_restricted=True)
+        return Reviewed(channel, private)
+
+    async def _age_restricted(self, channel_id: int | None) -> bool:
+        """Whether the channel is age-restricted now: the gateway's cache, else Discord's answer.
+        When it cannot be known, it is not (the safe side: flagged images keep their spoiler)."""
+        if channel_id is None:
+            return False
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except (discord.HTTPException, discord.InvalidData) as error:
+                log.warning("could not look up channel %s (%s); treating it as not age-restricted", channel_id, error)
+                return False
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def _last_edit(edit: Awaitable[None]) -> None:
+    """A final edit that must not raise or hang: the job is over either way."""
+    try:
+        async with asyncio.timeout(LAST_EDIT_TIMEOUT):
+            await edit
+    except (discord.HTTPException, TimeoutError, RuntimeError) as error:
+        log.warning("could not update the placeholder: %s", error)
