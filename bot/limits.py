@@ -7,11 +7,10 @@ fails or is cancelled before WaveSpeed made anything. 0 turns a limit off.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from discord.utils import format_dt
+from bot.refusals import Refusal, Refused
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,6 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Refusal:
-    limit: str  # which setting refused
-    message: str  # for the member: which limit, and when they can go again
-
-
-@dataclass(frozen=True)
 class Access:
     """Who may use the bot at all. Empty sets mean everyone."""
 
@@ -60,25 +53,17 @@ class Access:
 
     def refusal(self, *, guild_id: int | None, user_id: int) -> Refusal | None:
         if guild_id is None and not self.allow_dms:
-            return Refusal("ALLOW_DMS", "I only make images in servers, not in direct messages.")
+            return Refusal(Refused.DMS_OFF)
         if guild_id is not None and self.guild_ids and guild_id not in self.guild_ids:
-            return Refusal("ALLOWED_GUILD_IDS", "This bot isn't enabled on this server. Ask the bot's host.")
+            return Refusal(Refused.GUILD_NOT_ALLOWED)
         if self.user_ids and user_id not in self.user_ids:
-            return Refusal("ALLOWED_USER_IDS", "You're not on this bot's list of members who may use it.")
+            return Refusal(Refused.USER_NOT_ALLOWED)
         return None
 
 
 def next_utc_midnight(now: float) -> float:
     today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return (today + timedelta(days=1)).timestamp()
-
-
-def _when(at: float) -> str:
-    return format_dt(datetime.fromtimestamp(math.ceil(at), UTC), "R")
-
-
-def _images(n: int) -> str:
-    return f"{n} image{'s' if n != 1 else ''}"
 
 
 def describe_window(seconds: float) -> str:
@@ -102,42 +87,21 @@ def window_frees_at(limits: Limits, usage: Usage, images: int) -> float | None:
 
 
 def check(limits: Limits, usage: Usage, images: int, *, now: float, in_guild: bool) -> Refusal | None:
-    """The first limit this request would break, or None when it may go ahead."""
+    """The first limit this request would break, with its figures, or None when it may go ahead."""
     if limits.user_active_images and usage.user_active + images > limits.user_active_images:
-        return Refusal(
-            "USER_MAX_ACTIVE_IMAGES",
-            f"You already have {_images(usage.user_active)} queued or in progress, and the limit is "
-            f"{limits.user_active_images} at a time. Try again when one of them is done"
-            + (
-                f", or ask for at most {limits.user_active_images} at once."
-                if images > limits.user_active_images
-                else "."
-            ),
-        )
+        return Refusal(Refused.USER_ACTIVE, used=usage.user_active, allowed=limits.user_active_images, asked=images)
     if limits.user_window_images and usage.user_window_total + images > limits.user_window_images:
-        window = describe_window(limits.user_window_seconds)
-        frees = window_frees_at(limits, usage, images)
-        then = (
-            f"You can ask for {_images(images)} again {_when(frees)}."
-            if frees
-            else (f"Ask for at most {limits.user_window_images} at once.")
-        )
         return Refusal(
-            "USER_WINDOW_IMAGES",
-            f"You've asked for {_images(usage.user_window_total)} in the last {window}; the limit is "
-            f"{limits.user_window_images} per {window}. {then}",
+            Refused.USER_WINDOW,
+            used=usage.user_window_total,
+            allowed=limits.user_window_images,
+            asked=images,
+            at=window_frees_at(limits, usage, images),
+            window_seconds=limits.user_window_seconds,
         )
-    midnight = _when(next_utc_midnight(now))
+    midnight = next_utc_midnight(now)
     if in_guild and limits.guild_daily_images and usage.guild_today + images > limits.guild_daily_images:
-        return Refusal(
-            "GUILD_DAILY_IMAGES",
-            f"This server has used {usage.guild_today} of its {limits.guild_daily_images} images for today. "
-            f"The budget resets {midnight} (midnight UTC).",
-        )
+        return Refusal(Refused.GUILD_DAILY, used=usage.guild_today, allowed=limits.guild_daily_images, at=midnight)
     if limits.global_daily_images and usage.global_today + images > limits.global_daily_images:
-        return Refusal(
-            "GLOBAL_DAILY_IMAGES",
-            f"The bot has reached its daily budget of {limits.global_daily_images} images. "
-            f"It resets {midnight} (midnight UTC).",
-        )
+        return Refusal(Refused.GLOBAL_DAILY, allowed=limits.global_daily_images, at=midnight)
     return None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import discord
 
+from bot.jobs.model import JobRecord
 from bot.jobs.outputs import OutputFile, PreparedOutputs
 from bot.jobs.progress import LIVE_POSITIONS, Stage, Status
-from bot.jobs.model import JobRecord
+from bot.limits import describe_window
 from bot.params import ImagineParams
+from bot.refusals import Refusal, Refused
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction
 
@@ -192,3 +196,76 @@ def details_text(job: JobRecord) -> str:
 def discord_files(files: list[OutputFile]) -> list[discord.File]:
     """Fresh `discord.File` objects (they are consumed by an upload, so build them per attempt)."""
     return [discord.File(io.BytesIO(f.data), filename=f.filename, spoiler=f.spoiler) for f in files]
+
+
+# -- refusals: the words for each typed reason ------------------------------------------------------------
+
+
+def _when(at: float) -> str:
+    return discord.utils.format_dt(datetime.fromtimestamp(math.ceil(at), UTC), "R")
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"
+
+
+def refusal_text(refusal: Refusal) -> str:
+    """What the member reads (privately) when a request is refused, with the rule and the figures."""
+    text = _REFUSALS[refusal.reason](refusal)
+    if refusal.reason in (Refused.RESTARTING, Refused.BUSY):
+        prefix = "⏳"
+    else:
+        prefix = "⛔"
+    return f"{prefix} {text} Nothing was sent to the image service." if refusal.nothing_sent else f"{prefix} {text}"
+
+
+def _user_active(r: Refusal) -> str:
+    also = f", or ask for at most {r.allowed} at once." if r.asked > r.allowed else "."
+    return (
+        f"You already have {_images(r.used)} queued or in progress, and the limit is {r.allowed} at a time. "
+        f"Try again when one of them is done{also}"
+    )
+
+
+def _user_window(r: Refusal) -> str:
+    window = describe_window(r.window_seconds)
+    then = (
+        f"You can ask for {_images(r.asked)} again {_when(r.at)}." if r.at else f"Ask for at most {r.allowed} at once."
+    )
+    return f"You've asked for {_images(r.used)} in the last {window}; the limit is {r.allowed} per {window}. {then}"
+
+
+def _tolerance(r: Refusal) -> str:
+    where = "age-restricted channels" if r.age_restricted else "channels that aren't age-restricted"
+    return (
+        f"`safety_tolerance` {r.tolerance} is above this server's cap of {r.cap} for {where}. Choose {r.cap} or lower."
+    )
+
+
+_REFUSALS: dict[Refused, Callable[[Refusal], str]] = {
+    Refused.RESTARTING: lambda r: "The bot is restarting. Try again in a moment.",
+    Refused.BUSY: lambda r: "The bot is busy right now. Try again in a moment.",
+    Refused.DMS_OFF: lambda r: "I only make images in servers, not in direct messages.",
+    Refused.GUILD_NOT_ALLOWED: lambda r: "This bot isn't enabled on this server. Ask the bot's host.",
+    Refused.USER_NOT_ALLOWED: lambda r: "You're not on this bot's list of members who may use it.",
+    Refused.CHANNEL_GATE: lambda r: (
+        "Images can't be made in this channel. Try " + ", ".join(f"<#{c}>" for c in r.channels) + "."
+    ),
+    Refused.ROLE_GATE: lambda r: "Making images here is limited to certain roles, and you don't have one of them.",
+    Refused.TOLERANCE_CAP: _tolerance,
+    Refused.USER_ACTIVE: _user_active,
+    Refused.USER_WINDOW: _user_window,
+    Refused.GUILD_DAILY: lambda r: (
+        f"This server has used {r.used} of its {r.allowed} images for today. "
+        f"The budget resets {_when(r.at or 0)} (midnight UTC)."
+    ),
+    Refused.GLOBAL_DAILY: lambda r: (
+        f"The bot has reached its daily budget of {r.allowed} images. It resets {_when(r.at or 0)} (midnight UTC)."
+    ),
+    Refused.BLOCKED_TERM: lambda r: (
+        "Your prompt contains something this server doesn't allow. Rephrase it and try again."
+    ),
+    Refused.TOO_COMPLEX: lambda r: (
+        "This prompt is too long to check once its special characters are expanded. Shorten it."
+    ),
+}

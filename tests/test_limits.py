@@ -1,4 +1,5 @@
-"""Limits and access as pure functions: which limit refuses, and when the member can go again."""
+"""Limits and access as pure functions: which limit refuses (as data), its words, and when the member
+can go again."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.limits import Access, Limits, Usage, check, next_utc_midnight, window_frees_at
+from bot.refusals import Refused
+from bot.render import refusal_text
 
 NOW = datetime(2026, 11, 27, 15, 30, tzinfo=UTC).timestamp()
 LIMITS = Limits(
@@ -33,7 +36,8 @@ def test_a_request_within_every_limit_goes_ahead():
 )
 def test_each_limit_refuses_by_name(state, images, limit, says):
     refusal = check(LIMITS, state, images, now=NOW, in_guild=True)
-    assert refusal is not None and refusal.limit == limit and says in refusal.message
+    assert refusal is not None and refusal.reason.value == limit and says in refusal_text(refusal)
+    assert refusal_text(refusal).endswith("Nothing was sent to the image service.")
 
 
 def test_the_window_says_when_enough_has_aged_out():
@@ -41,14 +45,14 @@ def test_the_window_says_when_enough_has_aged_out():
     # One more image needs the 4-image job to age out: 3000 s ago + 1 h = 600 s from now.
     assert window_frees_at(LIMITS, state, 1) == NOW + 600
     refusal = check(LIMITS, state, 1, now=NOW, in_guild=True)
-    assert refusal is not None and f"<t:{int(NOW + 600)}:R>" in refusal.message
+    assert refusal is not None and refusal.at == NOW + 600 and f"<t:{int(NOW + 600)}:R>" in refusal_text(refusal)
     assert window_frees_at(LIMITS, state, 7) is None  # more than the limit itself: never
 
 
 def test_daily_budgets_reset_at_utc_midnight_and_skip_dms_for_the_server_budget():
     assert next_utc_midnight(NOW) == datetime(2026, 11, 28, tzinfo=UTC).timestamp()
     refusal = check(LIMITS, usage(guild=10), 1, now=NOW, in_guild=True)
-    assert refusal is not None and f"<t:{int(next_utc_midnight(NOW))}:R>" in refusal.message
+    assert refusal is not None and f"<t:{int(next_utc_midnight(NOW))}:R>" in refusal_text(refusal)
     assert check(LIMITS, usage(guild=10), 1, now=NOW, in_guild=False) is None
 
 
@@ -61,10 +65,10 @@ def test_access_lists_and_dms():
     open_access = Access()
     assert open_access.refusal(guild_id=1, user_id=2) is None
     dm = open_access.refusal(guild_id=None, user_id=2)
-    assert dm is not None and dm.limit == "ALLOW_DMS"
+    assert dm is not None and dm.reason is Refused.DMS_OFF and "Nothing was sent" not in refusal_text(dm)
     assert Access(allow_dms=True).refusal(guild_id=None, user_id=2) is None
     gated = Access(guild_ids=frozenset({1}), user_ids=frozenset({2}))
     assert gated.refusal(guild_id=1, user_id=2) is None
     wrong_guild, wrong_user = gated.refusal(guild_id=9, user_id=2), gated.refusal(guild_id=1, user_id=3)
-    assert wrong_guild is not None and wrong_guild.limit == "ALLOWED_GUILD_IDS"
-    assert wrong_user is not None and wrong_user.limit == "ALLOWED_USER_IDS"
+    assert wrong_guild is not None and wrong_guild.reason is Refused.GUILD_NOT_ALLOWED
+    assert wrong_user is not None and wrong_user.reason is Refused.USER_NOT_ALLOWED

@@ -27,6 +27,7 @@ from bot.params import (
     InvalidOptionError,
     validate,
 )
+from bot.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ async def start_from_command(
 ) -> None:
     """Admit the request and answer the interaction with the job's placeholder."""
     job = await admission.admit(interaction, params, kind=kind)
-    if isinstance(job, str):
-        await reply_privately(interaction, job)
+    if isinstance(job, Refusal):
+        await reply_privately(interaction, render.refusal_text(job))
         return
     try:
         response = await interaction.response.send_message(

@@ -19,11 +19,12 @@ from bot import render
 from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
 from bot.jobs.admission import NOTHING_SENT
-from bot.jobs.progress import Stage
 from bot.jobs.model import JobRecord
+from bot.jobs.progress import Stage
 from bot.links import message_url
 from bot.moderation.log import deletion_entry
 from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
+from bot.refusals import Refusal
 from bot.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,8 @@ async def start_reply(
 ) -> None:
     """A job started from a result: its placeholder is a reply to that result, posted by the bot."""
     job = await bot.admission.admit(interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True)
-    if isinstance(job, str):
-        await reply_privately(interaction, job)
+    if isinstance(job, Refusal):
+        await reply_privately(interaction, render.refusal_text(job))
         return
     await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
     channel = interaction.channel

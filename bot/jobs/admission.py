@@ -29,6 +29,7 @@ except ImportError:
 
 
 from bot.params import ImagineParams
+from bot.refusals import Refusal, Refused
 from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ class Admission:
         kind: str = "imagine",
         source_job_id: int | None = None,
         bot_posts_placeholder: bool = False,
-    ) -> JobRecord | str:
-        """The new job, written down before anything is sent anywhere; or the refusal to show privately.
+    ) -> JobRecord | Refusal:
+        """The new job, written down before anything is sent anywhere; or why not (the caller shows it
+        privately).
 
         The checks run cheapest first: shutdown, access, the server's gates and tolerance cap, the
         limits, and only then the blocked terms (the costliest: Unicode normalisation of the whole
@@ -90,16 +92,16 @@ class Admission:
         database part is time-boxed: a database locked by another process must not make Discord
         show "the application did not respond"."""
         if not self._runner.accepting:
-            return "⏳ The bot is restarting. Try again in a moment."
+            return Refusal(Refused.RESTARTING)
         refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
         if refused is not None:
-            return f"⛔ {refused.message}"
+            return refused
         try:
             async with asyncio.timeout(self._db_budget):
                 return await self._admit(interaction, params, kind, source_job_id, bot_posts_placeholder)
         except TimeoutError:
             log.warning("admission of interaction %s timed out: the database is busy", interaction.id)
-            return f"⏳ The bot is busy right now. Try again in a moment. {NOTHING_SENT}"
+            return Refusal(Refused.BUSY)
 
     async def _admit(
         self,
@@ -108,13 +110,13 @@ class Admission:
         kind: str,
         source_job_id: int | None,
         bot_posts_placeholder: bool,
-    ) -> JobRecord | str:
+    ) -> JobRecord | Refusal:
         settings = await self.guild_settings.get(interaction.guild_id)
         restricted = age_restricted(interaction)
         by_server = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
         by_server = by_server or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
         if by_server is not None:
-            return f"⛔ {by_server} {NOTHING_SENT}"
+            return by_server
         # Counting then creating must not interleave between requests, but with every limit off there
         # is nothing to count: no lock, so a burst of commands is written (and answered) in parallel.
         async with self._lock if self._limits.any else contextlib.nullcontext():
@@ -129,11 +131,11 @@ class Admission:
                 in_guild = interaction.guild_id is not None
                 limit = check(self._limits, usage, params.num_images, now=now, in_guild=in_guild)
                 if limit is not None:
-                    log.info("user %s refused by %s", interaction.user.id, limit.limit)
-                    return f"⛔ {limit.message} {NOTHING_SENT}"
+                    log.info("user %s refused by %s", interaction.user.id, limit.reason.value)
+                    return limit
             blocked = await self._blocked(interaction, params)
             if blocked is not None:
-                return f"⛔ {blocked} {NOTHING_SENT}"
+                return blocked
             new_job = NewJob(
                 interaction_id=interaction.id,
                 interaction_token="" if bot_posts_placeholder else interaction.token,
@@ -163,13 +165,13 @@ class Admission:
     async def not_placed(self, job: JobRecord) -> None:
         await self._storage.fail(job.id, outcome="not answered", detail="could not answer", finished_at=time.time())
 
-    async def _blocked(self, interaction: discord.Interaction, params: ImagineParams) -> str | None:
-        """The server's blocked terms: the refusal to show, or None. A hit is logged for moderators."""
+    async def _blocked(self, interaction: discord.Interaction, params: ImagineParams) -> Refusal | None:
+        """The server's blocked terms: the refusal, or None. A hit is logged for moderators."""
         matcher = await self.guild_settings.matcher(interaction.guild_id)
         try:
             term = matcher.first_match(params.prompt)
         except PromptTooComplexError:
-            return "This prompt is too long to check once its special characters are expanded. Shorten it."
+            return Refusal(Refused.TOO_COMPLEX)
         if term is None:
             return None
         log.info("user %s refused by a blocked term in guild %s", interaction.user.id, interaction.guild_id)
@@ -180,4 +182,4 @@ class Admission:
             reason=f"Blocked term: `{term.text}`{' (regex)' if term.regex else ''}",
         )
         await self._modlog.post(interaction.guild_id, entry)
-        return "Your prompt contains something this server doesn't allow. Rephrase it and try again."
+        return Refusal(Refused.BLOCKED_TERM)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from bot.jobs.outputs import PreparedOutputs
 from bot.moderation.settings import GuildSettings
+from bot.refusals import Refusal, Refused
 
 NsfwMode = Literal["show", "spoiler", "withhold"]
 
@@ -36,19 +37,17 @@ def apply_nsfw(outputs: PreparedOutputs, mode: NsfwMode, *, age_restricted: bool
     return dataclasses.replace(outputs, files=files, links=links, shown_plainly=not spoiler and any(flags))
 
 
-def gate_refusal(settings: GuildSettings, *, channel_id: int | None, role_ids: Collection[int]) -> str | None:
+def gate_refusal(settings: GuildSettings, *, channel_id: int | None, role_ids: Collection[int]) -> Refusal | None:
     """Allowed channels and roles (empty lists mean everywhere and everyone)."""
     if settings.allowed_channel_ids and channel_id not in settings.allowed_channel_ids:
-        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
-        return f"Images can't be made in this channel. Try {channels}."
+        return Refusal(Refused.CHANNEL_GATE, channels=tuple(settings.allowed_channel_ids))
     if settings.allowed_role_ids and not set(role_ids) & set(settings.allowed_role_ids):
-        return "Making images here is limited to certain roles, and you don't have one of them."
+        return Refusal(Refused.ROLE_GATE)
     return None
 
 
-def tolerance_refusal(settings: GuildSettings, tolerance: str, *, age_restricted: bool) -> str | None:
+def tolerance_refusal(settings: GuildSettings, tolerance: str, *, age_restricted: bool) -> Refusal | None:
     cap = settings.tolerance_cap(age_restricted=age_restricted)
     if int(tolerance) <= int(cap):
         return None
-    where = "age-restricted channels" if age_restricted else "channels that aren't age-restricted"
-    return f"`safety_tolerance` {tolerance} is above this server's cap of {cap} for {where}. Choose {cap} or lower."
+    return Refusal(Refused.TOLERANCE_CAP, tolerance=tolerance, cap=cap, age_restricted=age_restricted)

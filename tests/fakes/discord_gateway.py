@@ -35,6 +35,8 @@ class FakeGatewayMixin:
         self.gateway_received: list[dict[str, Any]] = []  # every payload a client sent, in order
         self._sockets: set[web.WebSocketResponse] = set()
         self._session: web.WebSocketResponse | None = None  # the socket that identified last
+        # Every identified socket and its [shard id, shard count], for routing as Discord does.
+        self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self._sequence: dict[web.WebSocketResponse, int] = {}
 
     @property
@@ -42,15 +44,28 @@ class FakeGatewayMixin:
         raise NotImplementedError
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send an op 0 dispatch to the identified session (waits up to 10 s for one)."""
+        """Send an op 0 dispatch to the session that owns it (waits up to 10 s for one): as Discord
+        does, a guild's events go to shard `(guild_id >> 22) % shard_count`, the rest to shard 0;
+        without a session for that shard, to the one that identified last."""
         try:
             await asyncio.wait_for(self.identified.wait(), IDENTIFY_TIMEOUT)
         except TimeoutError:
             raise AssertionError(f"no client identified on the fake gateway within {IDENTIFY_TIMEOUT}s") from None
-        ws = self._session
+        ws = self._session_for(data.get("guild_id"))
         if ws is None or ws.closed:
             raise AssertionError("the identified gateway session is gone")
         await self._send(ws, op=0, t=event, d=data)
+
+    def _session_for(self, guild_id: object) -> web.WebSocketResponse | None:
+        live = {ws: shard for ws, shard in self._shards.items() if not ws.closed}
+        for ws, (shard_id, count) in live.items():
+            if shard_id == (int(str(guild_id)) >> 22) % count if guild_id else shard_id == 0:
+                return ws
+        return self._session
+
+    def shard_of(self, guild_id: int, count: int) -> int:
+        """The shard Discord sends a guild's events to."""
+        return (guild_id >> 22) % count
 
     async def _send(self, ws: web.WebSocketResponse, *, op: int, d: Any, t: str | None = None) -> None:
         seq = None
@@ -58,7 +73,7 @@ class FakeGatewayMixin:
             seq = self._sequence[ws] = self._sequence.get(ws, 0) + 1
         await ws.send_str(json.dumps({"op": op, "d": d, "s": seq, "t": t}))
 
-    def _ready(self) -> dict[str, Any]:
+    def _ready(self, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
         return {
             "v": 10,
             "user": user_payload(self.bot_user_id, self.bot_name, bot=True),
@@ -69,7 +84,7 @@ class FakeGatewayMixin:
             "session_id": secrets.token_hex(16),
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
-            "shard": [0, 1],
+            "shard": list(shard),
             "application": {"id": str(self.application_id), "flags": 0},
             "_trace": ["fake-gateway"],
         }
@@ -90,9 +105,11 @@ class FakeGatewayMixin:
         finally:
             self._sockets.discard(ws)
             self._sequence.pop(ws, None)
-            if self._session is ws:
-                self._session = None
-                self.identified.clear()
+            self._shards.pop(ws, None)
+            if self._session is ws:  # another process's session, if any, takes its place
+                self._session = next((other for other in self._shards if not other.closed), None)
+                if self._session is None:
+                    self.identified.clear()
         return ws
 
     async def _handle_op(self, ws: web.WebSocketResponse, payload: dict[str, Any]) -> bool:
@@ -105,7 +122,9 @@ class FakeGatewayMixin:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return False
             self._sequence[ws] = 0
-            await self._send(ws, op=0, t="READY", d=self._ready())
+            shard = data.get("shard") or [0, 1]
+            await self._send(ws, op=0, t="READY", d=self._ready((int(shard[0]), int(shard[1]))))
+            self._shards[ws] = (int(shard[0]), int(shard[1]))
             self._session = ws
             self.identify_count += 1
             self.identified.set()
