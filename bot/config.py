@@ -170,7 +170,6 @@ class Settings(BaseSettings):
     def access(self) -> Access:
         return Access(frozenset(self.allowed_guild_ids), frozenset(self.allowed_user_ids), self.allow_dms)
 
-
     def secrets(self) -> tuple[str, ...]:
         """The values that must never appear in a log line, a message or an exception."""
         webhook = self.wavespeed_webhook_secret.get_secret_value() if self.wavespeed_webhook_secret else ""

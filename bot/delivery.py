@@ -14,8 +14,8 @@ from typing import cast
 
 import discord
 
-from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.model import JobRecord
+from bot.jobs.outputs import PreparedOutputs
 from bot.render import discord_files
 
 log = logging.getLogger(__name__)

@@ -104,7 +104,9 @@ class DiscordPresenter:
         self._sent_urls[job.id] = url
         return Delivered(sent.id)
 
-    async def delivered(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered) -> None:
+    async def delivered(
+        self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered
+    ) -> None:
         """The moderation log's entry, with every image (flagged ones behind a spoiler)."""
         url = self._sent_urls.pop(job.id, None) or message_url(
             job.guild_id, job.channel_id, where.result_message_id or job.message_id

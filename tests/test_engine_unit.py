@@ -15,16 +15,16 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.jobs.outputs import PreparedOutputs
-from bot.jobs.progress import Status
 from bot.jobs.events import Delivered
 from bot.jobs.model import JobRecord, JobState
+from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.progress import Status
 from bot.jobs.runner import JobRunner
 from bot.storage.sqlite import SqliteStorage
 from bot.wavespeed.client import WaveSpeedClient
 from bot.wavespeed.errors import OutputError, WaveSpeedError
 from bot.wavespeed.models import Prediction
-from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
+from tests.fakes.wavespeed import Scenario
 from tests.test_job_store import new_job
 
 MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"

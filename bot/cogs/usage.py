@@ -10,9 +10,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.delivery import NO_MENTIONS
-from bot.storage.base import Storage, Totals
 from bot.limits import Limits, Usage, describe_window, next_utc_midnight, window_frees_at
 from bot.render import BRAND
+from bot.storage.base import Storage, Totals
 
 
 def _of(used: int, limit: int) -> str:

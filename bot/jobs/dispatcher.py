@@ -172,9 +172,7 @@ class Dispatcher:
         placeholder; if not, the member saw "the application did not respond" and nothing runs."""
         found = await self._presenter.find_placeholder(job)
         if found is None:
-            await self._storage.fail(
-                job.id, outcome="not answered", detail="never answered", finished_at=time.time()
-            )
+            await self._storage.fail(job.id, outcome="not answered", detail="never answered", finished_at=time.time())
             log.info("job %s was never answered: %s", job.id, NeverAnsweredError.__doc__)
             return None
         return await self._storage.record_placeholder(job.id, found, detail="placeholder found")

@@ -50,6 +50,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.CANCELLED: frozenset(),
 }
 TERMINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
+
+
 class InvalidTransitionError(RuntimeError):
     pass
 

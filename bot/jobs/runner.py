@@ -197,7 +197,9 @@ class JobRunner:
             run.job = await self._storage.mark_delivered(
                 run.job.id, result_message_id=where.result_message_id, finished_at=time.time()
             )
-            log.info("job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(outputs.files))
+            log.info(
+                "job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(outputs.files)
+            )
             try:
                 await self._presenter.delivered(run.job, prediction, outputs, where)
             except Exception:  # the images are out; a side effect must not turn that into a failure
@@ -213,7 +215,9 @@ class JobRunner:
             run.progress.update(Stage.PROCESSING)
         try:
             model = self._edit_model if run.job.params.is_edit else self._model
-            submitted = await self._client.submit(model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False)
+            submitted = await self._client.submit(
+                model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
+            )
         except RateLimitedError as error:
             # WaveSpeed took nothing: back-pressure. Everyone waits; this job keeps its place.
             first = self._limited_since.setdefault(run.job.id, time.monotonic())

@@ -8,8 +8,8 @@ import logging
 import discord
 
 from bot.delivery import NO_MENTIONS
-from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.model import JobRecord
+from bot.jobs.outputs import PreparedOutputs
 from bot.moderation.settings import GuildSettingsStore
 from bot.render import BRAND, FAILED, discord_files, options_line, quote_prompt
 from bot.wavespeed.models import Prediction

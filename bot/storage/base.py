@@ -172,7 +172,9 @@ class Storage(abc.ABC):
         return JobRecord.from_row(row)
 
     async def job_events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
-        rows = await self._rows("SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
+        rows = await self._rows(
+            "SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
+        )
         return [(row["from_state"], row["to_state"], row["detail"]) for row in rows]
 
     async def _move(self, job_id: int, to: JobState, *, detail: str = "", **fields: object) -> JobRecord:
@@ -197,7 +199,9 @@ class Storage(abc.ABC):
             raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
         return JobRecord.from_row(row)
 
-    async def record_placeholder(self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted") -> JobRecord:
+    async def record_placeholder(
+        self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted"
+    ) -> JobRecord:
         """The job's placeholder is up (queued -> queued): from now on it may be claimed."""
         return await self._move(job_id, S.QUEUED, detail=detail, message_id=message_id)
 
@@ -261,7 +265,8 @@ class Storage(abc.ABC):
             return None
         job = JobRecord.from_row(row)
         await self._run(
-            f"UPDATE queue_state SET virtual_time = {self.GREATEST}(virtual_time, ?) WHERE id = 1", (job.queue_tag or 0.0,)
+            f"UPDATE queue_state SET virtual_time = {self.GREATEST}(virtual_time, ?) WHERE id = 1",
+            (job.queue_tag or 0.0,),
         )
         return job
 
