@@ -143,3 +143,50 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     caplog.set_level(logging.DEBUG)
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     return lambda: [formatter.format(record) for record in caplog.records]
+
+
+# -- PostgreSQL (tests/pg.py) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_reachability() -> dict[str, str | None]:
+    """Whether each server URL answered, asked once per session: an unreachable server then costs
+    one connection timeout, and every skipped test gives the same reason (pytest folds them into
+    one line)."""
+    return {}
+
+
+@pytest.fixture
+async def postgres_url(postgres_reachability: dict[str, str | None]) -> AsyncIterator[str]:
+    """A fresh, empty database for this test on the TEST_POSTGRES_URL server; dropped afterwards.
+    Without a server: skipped, or failed when REQUIRE_POSTGRES=1 (CI)."""
+    from tests import pg  # here, so this section is all the PostgreSQL tests add to the file
+
+    server = pg.server_url()
+    if server not in postgres_reachability:
+        postgres_reachability[server] = await pg.unreachable(server)
+    error = postgres_reachability[server]
+    if error is not None:
+        reason = pg.unreachable_reason(server, error)
+        if pg.required():
+            pytest.fail(f"{reason} (REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(reason)
+    url = await pg.create_database(server)
+    try:
+        yield url
+    finally:
+        await pg.drop_database(server, url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line saying why the PostgreSQL tests were skipped, even under `-q` and `-n` (pytest puts
+    a fixture's skip at each test, so `-rs` would repeat it per test and plain `-q` not show it)."""
+    from tests import pg
+
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else ""
+        if reason.startswith(pg.UNREACHABLE):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(f"{count} PostgreSQL tests skipped: {reason}", yellow=True)
