@@ -22,7 +22,7 @@ from bot.store import Store
 from bot.wavespeed.client import WaveSpeedClient
 from bot.wavespeed.errors import OutputError, WaveSpeedError
 from bot.wavespeed.models import Prediction
-from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
+from tests.fakes.wavespeed import Scenario
 from tests.test_job_store import new_job
 
 MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"

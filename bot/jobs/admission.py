@@ -18,15 +18,7 @@ from bot.limits import Access, Limits, check
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
-
-try:  # TEMPORARY while terms.py is rewritten
-    from bot.moderation.terms import PromptTooComplexError
-except ImportError:
-
-    class PromptTooComplexError(Exception):  # type: ignore[no-redef]
-        pass
-
-
+from bot.moderation.terms import PromptTooComplexError
 from bot.params import ImagineParams
 from bot.tasks import finish_anyway
 

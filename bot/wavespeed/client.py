@@ -151,7 +151,9 @@ class WaveSpeedClient:
         if code >= 500:
             raise ServerError(f"WaveSpeed server error ({code}: {detail})", status=code)
         if code != 200:
-            raise InvalidRequestError(f"WaveSpeed refused the request ({code}: {detail})", enveloped=envelope is not None)
+            raise InvalidRequestError(
+                f"WaveSpeed refused the request ({code}: {detail})", enveloped=envelope is not None
+            )
         assert envelope is not None
         return envelope.data
 
