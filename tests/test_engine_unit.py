@@ -125,7 +125,9 @@ class RecordingPresenter:
         self.final.set()
         return Delivered(None)
 
-    async def delivered(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered) -> None:
+    async def delivered(
+        self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered
+    ) -> None:
         pass
 
     async def failed(self, job: JobRecord, error: BaseException) -> None:

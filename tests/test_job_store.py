@@ -165,9 +165,7 @@ async def test_a_burst_of_transitions_does_not_hold_a_statement_each(jobs: Sqlit
     created = [await jobs.create_job(new_job(n)) for n in range(300)]
     library.sqlite3_memory_highwater(1)  # reset the high-water mark
 
-    await asyncio.gather(
-        *(jobs.record_placeholder(j.id, n, detail="posted") for n, j in enumerate(created))
-    )
+    await asyncio.gather(*(jobs.record_placeholder(j.id, n, detail="posted") for n, j in enumerate(created)))
     await asyncio.gather(*(jobs.get_job(j.id) for j in created))
 
     # Read in one trip each, the statements finish and are reused: well under a megabyte. Left

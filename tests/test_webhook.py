@@ -147,6 +147,7 @@ async def receiver():
 
     async def start(**limits: Any) -> Receiver:
         delivered: list[Prediction] = []
+
         async def deliver(prediction: Prediction) -> None:
             delivered.append(prediction)
 

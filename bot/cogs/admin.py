@@ -15,7 +15,7 @@ from discord.ext import commands
 from bot.delivery import reply_privately
 from bot.jobs.admission import DB_BUDGET
 from bot.moderation.settings import GuildSettings, GuildSettingsStore
-from bot.moderation.terms import InvalidTermError, make_term
+from bot.moderation.terms import InvalidTermError, check_room, make_term
 from bot.render import BRAND
 from bot.tasks import finish_anyway
 
@@ -161,6 +161,11 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
             return
         if len(settings.blocked_terms) >= MAX_TERMS:
             await reply_privately(interaction, f"⚠️ Not added: the list is full ({MAX_TERMS} terms).")
+            return
+        try:
+            check_room(settings.blocked_terms, blocked)  # the regexes' time budget, for the whole list
+        except InvalidTermError as error:
+            await reply_privately(interaction, f"⚠️ Not added: {error}")
             return
         await self._save(interaction, "Term blocked.", blocked_terms=(*settings.blocked_terms, blocked))
 

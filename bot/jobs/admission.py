@@ -18,18 +18,10 @@ from bot.limits import Access, Limits, check
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
-from bot.storage.base import Storage
-
-try:  # TEMPORARY while terms.py is rewritten
-    from bot.moderation.terms import PromptTooComplexError
-except ImportError:
-
-    class PromptTooComplexError(Exception):  # type: ignore[no-redef]
-        pass
-
-
+from bot.moderation.terms import PromptTooComplexError
 from bot.params import ImagineParams
 from bot.refusals import Refusal, Refused
+from bot.storage.base import Storage
 from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)

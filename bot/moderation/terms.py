@@ -2,69 +2,113 @@
 
 A prompt is checked before any paid API call. Both the prompt and plain terms go through `normalize`:
 
-1. NFKD (NFKC then NFD): fullwidth letters, ligatures and styled letters become plain ones and accents come apart.
-2. Combining and enclosing marks (Mn, Me) and format characters (Cf: zero-width space/joiner, soft hyphen, BOM)
-   are dropped, so "pörn" and "p<zero-width space>orn" both read "porn". Invisible "letters" (Hangul fillers,
-   braille blank) become spaces.
-3. Latin look-alikes from Cyrillic, Greek and a few Latin extensions (ı ł ø đ) are mapped to the letter they look
-   like, before casefolding and case by case: Greek 'Η' looks like H but 'η' like n, and a capital such as 'Г'
-   that looks like no Latin letter stays Cyrillic even though its small form 'г' passes for an r.
-   '@' reads 'a' and '$' reads 's'. Digits are left alone: prompts are full of "4k" and "1920s".
-4. Casefold ("ß" → "ss"), NFC (rejoins Hangul syllables), and runs of whitespace become one space.
+1. NFKC (fullwidth, ligatures, circled, mathematical and other styled letters, "①" → "1"). Then dropped: controls
+   other than whitespace (disarm would apply backspace and delete: "f<DEL>orbidden" would read "orbidden"), format
+   characters (zero-width space and joiners, soft hyphen, bidi controls, tags), lone surrogates, the invisible
+   "letters" that would read as a space inside a word (Hangul fillers U+115F U+1160 U+3164 U+FFA0, braille blank
+   U+2800), and every combining mark (`disarm.strip_accents`: accents, zalgo, also Indic vowel signs), so "ё"
+   is a Cyrillic "е" that step 3 reads "e".
+2. Case folding ("ß" → "ss"), before disarm: UTS #39 reads a capital "I" as "l", so "ILLEGAL" would read "lllegal".
+3. `disarm.skeleton_key` (disarm 0.17, Unicode 17 confusables.txt): each look-alike becomes the Latin letter it
+   passes for: Cyrillic, Greek, Armenian ("ոսհօ" → "nuho"), Cherokee ("ᎠᎬᎳᏚ" → "dews"), Latin small capitals
+   ("ꜰᴏʀʙɪᴅᴅᴇɴ"), "ı ł ø đ". Digits stay digits ("4k", "1920s"); "|", "ǀ" and other uncased strokes read "l", so
+   "illegal" and "lllegal" stay apart. Any mark that comes out of it is dropped again, and whitespace
+   runs become one space. The result is a fixed point (checked for every code point): normalising it is a no-op.
 
-Plain terms match on word boundaries (letters and digits), so "ass" does not hit "class" nor "cunt" "Scunthorpe";
-between the words of a term any run of spaces or punctuation matches ("blow job" hits "blow-job"). Regex terms are
-not normalised (that would break escapes like \\S): they run with re.IGNORECASE against the normalised prompt, so
-they should be written for lowercase text without accents.
+Folding case first loses capitals that look like a Latin letter their small form does not (Greek "Η" is an H, "η"
+an n; "Μ Ν Υ Ζ", Cyrillic "Б"). A prompt holding one of these 44 (disarm's skeleton of the character differs from
+its folded form's) is also read with each turned into that Latin letter.
 
-Each term is also tried on a collapsed prompt in which a run of 3+ single letters or digits separated by spaces or
-punctuation ("p o r n", "p.o.r.n", "p_o_r_n") is joined into one word. Runs of one or two ("I am a cat", "a b test")
-are left alone. A plain term also matches anywhere inside such a run, because a neighbouring one-letter word joins
-it: "a f o r b i d d e n fruit" holds "forbidden". The price is that "a b c d" holds "abc" too.
+Plain terms match whole words: the characters on each side must not be letters or digits, so "ass" does not hit
+"class" nor "cunt" "Scunthorpe"; between the words of a term any run of spaces or punctuation matches ("blow job"
+hits "blow-job", "blow—job"); punctuation at a term's edges is literal ("c++", an emoji). Each term is also tried on
+a collapsed prompt in which a run of 3+ single letters or digits separated by spaces or punctuation ("p o r n",
+"p.o.r.n") is joined into one word, and a plain term matches anywhere inside such a run ("a f o r b i d d e n
+fruit"; the price: "a b c d" holds "abc"). Plain terms are compiled together into one RE2 set (a few for lists of
+very long terms) that finds all of them in a single pass.
 
-Limits accepted: leetspeak digits ("p0rn"), plurals and compounds ("porns", "pornstar") and words split into longer
-chunks ("po rn") are not caught by plain terms; admins can write a regex (r"p[o0]rns?") for those. Regexes run on
-the stdlib engine, so a pathological pattern can backtrack slowly; the 200-character cap is the only guard.
+Regex terms use RE2 syntax, which runs in time linear in the prompt: no backreferences, lookarounds, atomic groups
+or possessive quantifiers (refused when added, saying why); "\\w \\d \\s \\b" are ASCII-only ("\\pL" is any letter).
+They run case-insensitively on the normalised prompt (and its collapsed form), so write them for lowercase text
+without accents. Linear is not cheap: RE2's worst case costs ~2.5 ns per compiled instruction and ~75 ns per
+regex for each character, so a server's regexes together may compile to REGEX_BUDGET instructions (30 more per
+regex): the costliest lists we found take ~27 ms on the longest prompt. Each may also use at most REGEX_MAX_MEM.
+
+A prompt whose normalised form is longer than MAX_NORMALIZED_LENGTH (twice the prompt limit) raises
+`PromptTooComplexError` instead of being checked in part, which would let the rest through.
+
+Not caught: leetspeak digits and symbols ("p0rn", "p@rn": the old hand-made table read "@" and "$" as "a" and "s"),
+plurals and compounds ("porns", "pornstar"), words split into chunks longer than one character ("po rn"),
+look-alikes spanning several characters ("rn" for "m", "vv" for "w") or not in Unicode's confusables, I-like
+strokes standing for "i" ("forb|dden"), emoji and pictures of letters ("🇫🇴🇷"). Admins can write a regex for those
+(r"p[o0@]rns?").
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import disarm
+import re2
+
+from bot.params import PROMPT_MAX_LENGTH
 
 log = logging.getLogger(__name__)
 
 MAX_TERM_LENGTH = 200
+REGEX_BUDGET = 2000  # RE2 instructions: "p[o0]rns?" is 13, "[a-z]" 10, "\pL" 1201; plus _REGEX_OVERHEAD each
+_REGEX_OVERHEAD = 30  # a regex's own pass over the prompt costs about as much as 30 instructions
+REGEX_MAX_MEM = 256 * 1024  # per regex: its program (≤ REGEX_BUDGET) and its DFA cache
+# Real prompts in any script normalise to about their own length (accents and invisibles only shrink them; a
+# ligature or "㎏" adds a character). Only stacked expanding characters (U+FDFA is 18 letters) double one.
+MAX_NORMALIZED_LENGTH = 2 * PROMPT_MAX_LENGTH
+# An RE2 set holds patterns of up to _SET_CHUNK UTF-8 bytes (at most ~1 instruction each), so that any list compiles
+# within _SET_MAX_MEM per set, DFA included: 500 ordinary terms make one set, 500 terms of 200 emoji about 25.
+_SET_CHUNK = 64_000
+_SET_MAX_MEM = 16 * 1024 * 1024
 
-_LOOKALIKES = str.maketrans(
-    {
-        # Cyrillic, capital and small
-        **dict(zip("АВЕКМНОРСТУХЅІЈҮҺ", "ABEKMHOPCTYXSIJYH", strict=True)),
-        **dict(zip("авгекмнорстухѕіјүһԁԛԝ", "abrekmhopctyxsijyhdqw", strict=True)),
-        # Greek, capital and small: the small letters look different from their capitals (η n, ν v, μ u)
-        **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),
-        **dict(zip("αβεγηικμνορτυχω", "abeynikuvoptuxw", strict=True)),
-        # Latin letters with a stroke that no decomposition removes; symbols that read as letters
-        **dict(zip("ıłŁøØđĐħĦŧŦƒƑɑɡ@$", "ilLoOdDhHtTfFagas", strict=True)),
-        # Invisible characters that are letters or symbols, not spaces, to Unicode
-        **dict.fromkeys("\u115f\u1160\u2800", " "),
-    }
-)
-_DROPPED_CATEGORIES = frozenset({"Mn", "Me", "Cf"})
-_WHITESPACE = re.compile(r"\s+")
 _ALNUM = r"[^\W_]"  # a letter or digit: \w without the underscore
 _SEPARATOR = r"[\W_]+"  # spaces and punctuation
 _SEPARATOR_RE = re.compile(_SEPARATOR)
 _BETWEEN_WORDS = re.compile(rf"(?<={_ALNUM}){_SEPARATOR}(?={_ALNUM})")
 _SPACED_OUT = re.compile(rf"(?<!{_ALNUM}){_ALNUM}(?:{_SEPARATOR}{_ALNUM}(?!{_ALNUM})){{2,}}")
+_SYMBOL = re.compile(r"[^\w\x00-\x7f]")  # neither ASCII nor a letter or digit: emoji, dashes, CJK punctuation
+# In the word view (`_word_view`), exactly the characters that are not letters or digits. RE2's "[^\pL\pN]" is
+# ~1350 instructions, twice per term: 500 terms would not fit in one set.
+_GAP = r"[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
 _EMPTY_MATCH_PROBES = ("", "x", "hello world 42 .")
+_UNSUPPORTED = (  # how RE2's error starts → what the admin wrote
+    (r"invalid perl operator: \(\?=", "a lookahead (?=…)"),
+    (r"invalid perl operator: \(\?!", "a negative lookahead (?!…)"),
+    (r"invalid perl operator: \(\?<", "a lookbehind (?<=…) or (?<!…)"),
+    (r"invalid perl operator: \(\?P", "a backreference (?P=name)"),
+    (r"invalid escape sequence: \\[1-9]", "a backreference (\\1 to \\9)"),
+    (r"invalid perl operator: \(\?>", "an atomic group (?>…)"),
+    (r"invalid perl operator: \(\?\(", "a conditional (?(…)…)"),
+    (r"bad repetition operator: ", "a possessive or doubled quantifier (a++, a*+, a**)"),
+    (r"invalid repetition size: ", "a repeat count above 1000"),
+)
 
 
 class InvalidTermError(ValueError):
     """A blocked term that cannot be used; the message says why, for the admin who typed it."""
+
+
+class PromptTooComplexError(ValueError):
+    """The prompt's normalised form is too long to check in bounded time; the message is for the member."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(
+            f"Your prompt is too long once its special characters are spelled out ({length} characters, the limit "
+            f"is {MAX_NORMALIZED_LENGTH}). Shorten it or use plainer characters."
+        )
 
 
 @dataclass(frozen=True)
@@ -73,12 +117,71 @@ class BlockedTerm:
     regex: bool = False
 
 
+class _Match(Protocol):
+    def start(self) -> int: ...
+    def end(self) -> int: ...
+
+
+class _Regex(Protocol):
+    programsize: int
+
+    def search(self, text: str) -> _Match | None: ...
+    def finditer(self, text: str) -> Iterator[_Match]: ...
+
+
+@dataclass(frozen=True)
+class CompiledTerm:
+    """What `TermMatcher` looks for: a regex term's RE2 program, or a plain term's RE2 pattern for the word view."""
+
+    term: BlockedTerm
+    pattern: str  # RE2 syntax
+    regex: _Regex | None = None
+    compact: str = ""  # a plain term's letters and digits, looked for inside spelled-out runs
+
+
+def _tables() -> tuple[dict[int, None], dict[int, str]]:
+    """What `_prepare` drops (controls but whitespace: disarm would apply backspace and delete, "f<DEL>o" reading
+    "o"; format characters, surrogates, invisible fillers) and the capital look-alikes (module docstring)."""
+    dropped: dict[int, None] = dict.fromkeys([0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0])
+    looks = {}
+    for code in range(sys.maxunicode + 1):  # ~0.25 s, once
+        char = chr(code)
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs") and not char.isspace():
+            dropped[code] = None
+        elif (folded := char.casefold()) != char:
+            own = disarm.skeleton_key(char)
+            if own != disarm.skeleton_key(folded) and own.isascii() and own.isalpha() and "l" not in own:
+                looks[code] = own
+    return dropped, looks
+
+
+_DROPPED, _CAPITAL_LOOKS = _tables()
+
+
+def _prepare(text: str) -> str:
+    """NFKC, invisibles dropped, marks stripped: before case folding, which turns U+0345 (a mark) into an "i"."""
+    return disarm.strip_accents(unicodedata.normalize("NFKC", text).translate(_DROPPED))
+
+
+def _fold(prepared: str) -> str:
+    return " ".join(disarm.strip_accents(disarm.skeleton_key(prepared.casefold())).split())
+
+
 def normalize(text: str) -> str:
     """The form prompts and plain terms are compared in (see the module docstring for each step)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    kept = "".join(char for char in decomposed if unicodedata.category(char) not in _DROPPED_CATEGORIES)
-    folded = kept.translate(_LOOKALIKES).casefold()
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", folded)).strip()
+    return _fold(_prepare(text))
+
+
+def _readings(prompt: str) -> list[str]:
+    """The normalised prompt, and its reading with capital look-alikes if that differs, each within the bound."""
+    prepared = _prepare(prompt)
+    readings = [_fold(prepared)]
+    if (looks := prepared.translate(_CAPITAL_LOOKS)) != prepared:
+        readings = list(dict.fromkeys([*readings, _fold(looks)]))
+    for reading in readings:
+        if len(reading) > MAX_NORMALIZED_LENGTH:
+            raise PromptTooComplexError(len(reading))
+    return readings
 
 
 def _collapse(normalized: str) -> str:
@@ -86,8 +189,56 @@ def _collapse(normalized: str) -> str:
     return _SPACED_OUT.sub(lambda match: _SEPARATOR_RE.sub("", match.group()), normalized)
 
 
-def compile_term(term: BlockedTerm) -> re.Pattern[str]:
-    """The pattern `TermMatcher` searches for `term`; raises `InvalidTermError` if it is unusable."""
+def _spell_symbol(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return "\x01" + "".join(chr(0x10 | code >> shift & 0xF) for shift in range(20, -1, -4))
+
+
+def _word_view(normalized: str) -> str:
+    """The text with each non-ASCII symbol spelled as seven ASCII control characters ("🍆" → "\\x01\\x10\\x11…"):
+    there, "not a letter or digit" is the small ASCII class `_GAP`, and a term can still name an emoji."""
+    return _SYMBOL.sub(_spell_symbol, normalized)
+
+
+def _options(max_mem: int, *, case_sensitive: bool = True) -> Any:
+    options = re2.Options()
+    options.max_mem, options.log_errors, options.never_capture = max_mem, False, True
+    options.case_sensitive = case_sensitive
+    return options
+
+
+def _cost(regex: _Regex) -> int:
+    return regex.programsize + _REGEX_OVERHEAD
+
+
+def _compile_regex(text: str) -> _Regex:
+    """The admin's pattern on RE2, or `InvalidTermError` saying what RE2 can't run and why it is refused."""
+    try:
+        regex = cast(_Regex, re2.compile(text, _options(REGEX_MAX_MEM, case_sensitive=False)))
+    except (re2.error, ValueError) as exc:  # ValueError: a lone surrogate cannot be encoded
+        reason = exc.args[0] if exc.args else exc
+        error = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    else:
+        if _cost(regex) <= REGEX_BUDGET:
+            return regex
+        error = "pattern too large"
+    if error.startswith("pattern too large"):
+        raise InvalidTermError(
+            f"That regular expression is too big: a server's regular expressions together may compile to "
+            f"{REGEX_BUDGET} RE2 instructions, which keeps every check fast, and this one needs more. Counted "
+            "repeats ({20}) and Unicode classes (\\pL is 1201) cost most: prompts are normalised, so [a-z] is enough."
+        )
+    for prefix, feature in _UNSUPPORTED:
+        if re.match(prefix, error):
+            raise InvalidTermError(
+                f"That regular expression uses {feature}, which RE2 doesn't support (RE2 says: {error}). Blocked "
+                "terms run on RE2 so that no pattern can make checking a prompt slow: rewrite it without that."
+            )
+    raise InvalidTermError(f"That regular expression doesn't compile: {error}.")
+
+
+def compile_term(term: BlockedTerm) -> CompiledTerm:
+    """What `TermMatcher` looks for for `term`; raises `InvalidTermError` if it is unusable."""
     text = term.text.strip()
     if not text:
         raise InvalidTermError("A blocked term can't be empty.")
@@ -96,20 +247,20 @@ def compile_term(term: BlockedTerm) -> re.Pattern[str]:
             f"A blocked term can be at most {MAX_TERM_LENGTH} characters (this one has {len(text)})."
         )
     if term.regex:
-        try:
-            pattern = re.compile(text, re.IGNORECASE)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise InvalidTermError(f"That regular expression doesn't compile: {exc}.") from exc
-    else:
-        normalized = normalize(text)
-        if not normalized:
-            raise InvalidTermError("That term is only invisible characters or accents once normalised.")
-        body = _SEPARATOR.join(re.escape(word) for word in _BETWEEN_WORDS.split(normalized))
-        pattern = re.compile(rf"(?<!{_ALNUM}){body}(?!{_ALNUM})", re.IGNORECASE)
-    for probe in _EMPTY_MATCH_PROBES:
-        if any(match.start() == match.end() for match in pattern.finditer(probe)):
+        regex = _compile_regex(text)
+        if any(match.start() == match.end() for probe in _EMPTY_MATCH_PROBES for match in regex.finditer(probe)):
             raise InvalidTermError("That regular expression matches empty text, so it would block every prompt.")
-    return pattern
+        return CompiledTerm(term, text, regex=regex)
+    normalized = normalize(text)
+    if not normalized:
+        raise InvalidTermError("That term is only invisible characters or accents once normalised.")
+    if len(normalized) > MAX_TERM_LENGTH:
+        raise InvalidTermError(
+            f"A blocked term can be at most {MAX_TERM_LENGTH} characters once normalised (this one has "
+            f"{len(normalized)}: some of its characters stand for several letters)."
+        )
+    body = f"{_GAP}+".join(re2.escape(_word_view(word)) for word in _BETWEEN_WORDS.split(normalized))
+    return CompiledTerm(term, f"(?:^|{_GAP}){body}(?:{_GAP}|$)", compact=_SEPARATOR_RE.sub("", normalized))
 
 
 def make_term(text: str, *, regex: bool = False) -> BlockedTerm:
@@ -119,27 +270,100 @@ def make_term(text: str, *, regex: bool = False) -> BlockedTerm:
     return term
 
 
+def _regexes_cost(terms: Iterable[BlockedTerm]) -> int:
+    cost = 0
+    for term in terms:
+        try:
+            regex = compile_term(term).regex if term.regex else None
+        except InvalidTermError:
+            regex = None  # skipped by TermMatcher too
+        cost += _cost(regex) if regex is not None else 0
+    return cost
+
+
+def check_room(terms: Iterable[BlockedTerm], term: BlockedTerm) -> None:
+    """Raises `InvalidTermError` if adding `term` would take the list's regexes over REGEX_BUDGET."""
+    if term.regex and (total := _regexes_cost(terms) + _regexes_cost([term])) > REGEX_BUDGET:
+        raise InvalidTermError(
+            f"With this server's other regular expressions it would cost {total} of the {REGEX_BUDGET} RE2 "
+            "instructions a server's regular expressions may use, a cap that keeps every prompt check fast. Remove "
+            "or simplify one (see blocked-list): counted repeats and \\pL cost most."
+        )
+
+
+class _PatternSet:
+    """RE2 patterns searched together, one linear pass per RE2 set (see _SET_CHUNK); `hits` are the indexes, in
+    adding order, of those found."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._sets: list[tuple[int, Any]] = []  # (index of its first pattern, RE2 set)
+        size = 0
+        for index, pattern in enumerate(patterns):
+            if not self._sets or size + len(pattern.encode()) > _SET_CHUNK:
+                self._sets.append((index, re2.Set.SearchSet(_options(_SET_MAX_MEM))))
+                size = 0
+            self._sets[-1][1].Add(pattern)
+            size += len(pattern.encode())
+        for _, patterns_set in self._sets:
+            patterns_set.Compile()
+
+    def hits(self, text: str) -> list[int]:
+        return [first + hit for first, found in self._sets for hit in (found.Match(text) or ())] if text else []
+
+
 class TermMatcher:
-    """A server's blocked terms, compiled once; `first_match` checks a prompt against them in order."""
+    """A server's blocked terms, compiled once; `first_match` checks a prompt against them in list order.
+
+    Plain terms are one RE2 set over the word view and one over the spelled-out runs: a pass finds every term
+    present, and the first in list order is the smallest index. Regexes are separate RE2 programs tried in
+    list order, only those listed before the first plain hit: a lone RE2 program falls back to its NFA when a
+    hostile pattern would thrash the DFA, which a set cannot, and was twice as fast as one in that case."""
 
     def __init__(self, terms: Iterable[BlockedTerm]) -> None:
-        self._compiled: list[tuple[BlockedTerm, re.Pattern[str], str | None]] = []
+        self._terms: list[BlockedTerm] = []
+        self._regexes: list[tuple[int, _Regex]] = []
+        words: list[str] = []
+        compacts: list[str] = []
+        self._word_terms: list[int] = []
+        self._compact_terms: list[int] = []
+        cost = 0
         for term in terms:
             try:
-                compact = None if term.regex else _SEPARATOR_RE.sub("", normalize(term.text))
-                self._compiled.append((term, compile_term(term), compact))
+                compiled = compile_term(term)
+                if compiled.regex is not None and cost + _cost(compiled.regex) > REGEX_BUDGET:
+                    raise InvalidTermError(f"the regular expressions before it use {cost} of {REGEX_BUDGET}")
             except InvalidTermError as exc:
                 log.warning("Skipping blocked term %r (regex=%s): %s", term.text, term.regex, exc)
+                continue
+            index = len(self._terms)
+            self._terms.append(term)
+            if compiled.regex is not None:
+                self._regexes.append((index, compiled.regex))
+                cost += _cost(compiled.regex)
+                continue
+            words.append(compiled.pattern)
+            self._word_terms.append(index)
+            if compiled.compact:
+                compacts.append(re2.escape(compiled.compact))
+                self._compact_terms.append(index)
+        self._words = _PatternSet(words)
+        self._compacts = _PatternSet(compacts)
 
     def first_match(self, prompt: str) -> BlockedTerm | None:
-        """The first term, in list order, found in the prompt or its collapsed form; None if the prompt is clean."""
-        normalized = normalize(prompt)
-        collapsed = _collapse(normalized)
-        variants = (normalized,) if collapsed == normalized else (normalized, collapsed)
-        runs = [_SEPARATOR_RE.sub("", match.group()) for match in _SPACED_OUT.finditer(normalized)]
-        for term, pattern, compact in self._compiled:
-            if any(pattern.search(variant) for variant in variants):
-                return term
-            if compact and any(compact in run for run in runs):
-                return term
-        return None
+        """The first term, in list order, found in the prompt; None if it is clean. Raises `PromptTooComplexError`
+        if a reading of the prompt is longer than MAX_NORMALIZED_LENGTH, unless there are no terms."""
+        if not self._terms:
+            return None
+        first = len(self._terms)
+        for reading in _readings(prompt):
+            for text in dict.fromkeys((reading, _collapse(reading))):
+                first = min([first, *(self._word_terms[hit] for hit in self._words.hits(_word_view(text)))])
+                for index, regex in self._regexes:
+                    if index >= first:
+                        break
+                    if regex.search(text) is not None:
+                        first = index
+                        break
+            runs = " ".join(_SEPARATOR_RE.sub("", match.group()) for match in _SPACED_OUT.finditer(reading))
+            first = min([first, *(self._compact_terms[hit] for hit in self._compacts.hits(runs))])
+        return self._terms[first] if first < len(self._terms) else None
