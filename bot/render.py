@@ -212,10 +212,7 @@ def _images(n: int) -> str:
 def refusal_text(refusal: Refusal) -> str:
     """What the member reads (privately) when a request is refused, with the rule and the figures."""
     text = _REFUSALS[refusal.reason](refusal)
-    if refusal.reason in (Refused.RESTARTING, Refused.BUSY):
-        prefix = "⏳"
-    else:
-        prefix = "⛔"
+    prefix = "⏳" if refusal.reason in (Refused.RESTARTING, Refused.BUSY) else "⛔"
     return f"{prefix} {text} Nothing was sent to the image service." if refusal.nothing_sent else f"{prefix} {text}"
 
 

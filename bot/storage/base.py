@@ -177,14 +177,18 @@ class Storage(abc.ABC):
         )
         return [(row["from_state"], row["to_state"], row["detail"]) for row in rows]
 
-    async def _move(self, job_id: int, to: JobState, *, detail: str = "", **fields: object) -> JobRecord:
+    async def _move(
+        self, job_id: int, to: JobState, *, detail: str = "", only_from: JobState | None = None, **fields: object
+    ) -> JobRecord:
         """Move a job to `to`, setting `fields`: the only statement that changes a job's state. It
-        matches only a job in a state that may move to `to`; a job that ends loses its interaction
-        token and its lease."""
+        matches only a job in a state that may move to `to` (or only `only_from`, for verbs that
+        share a target state); a job that ends loses its interaction token and its lease."""
         unknown = set(fields) - FIELDS
         if unknown:
             raise ValueError(f"not a job field: {sorted(unknown)}")
         sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
+        if only_from is not None:
+            sources = [s for s in sources if s == only_from.value]
         values: dict[str, object] = {**fields, "state": to.value, "last_detail": detail or None}
         if to in TERMINAL:
             values.update(interaction_token=None, owner=None)
@@ -203,11 +207,11 @@ class Storage(abc.ABC):
         self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted"
     ) -> JobRecord:
         """The job's placeholder is up (queued -> queued): from now on it may be claimed."""
-        return await self._move(job_id, S.QUEUED, detail=detail, message_id=message_id)
+        return await self._move(job_id, S.QUEUED, detail=detail, only_from=S.QUEUED, message_id=message_id)
 
     async def requeue(self, job_id: int, *, detail: str = "rate limited") -> JobRecord:
         """WaveSpeed provably refused the submit (429): back in line, at its old place."""
-        return await self._move(job_id, S.QUEUED, detail=detail)
+        return await self._move(job_id, S.QUEUED, detail=detail, only_from=S.SUBMITTING)
 
     async def mark_submitted(self, job_id: int, *, prediction_id: str, submitted_at: float) -> JobRecord:
         return await self._move(job_id, S.SUBMITTED, prediction_id=prediction_id, submitted_at=submitted_at)

@@ -117,6 +117,9 @@ VERSION_TABLE = (
 )
 CHANNELS = (QUEUE, PUSH, SETTINGS)
 CONNECT_TIMEOUT = 10.0
+# No statement of the bot's takes more than milliseconds: one that hangs (a lost server, a lock held
+# elsewhere) fails after this instead of holding a job, or a member's command, forever.
+STATEMENT_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 10.0
 MAX_BACKOFF = 30.0
 
@@ -172,7 +175,9 @@ class PostgresStorage(Storage):
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10, **options: Any) -> PostgresStorage:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT)
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT, command_timeout=STATEMENT_TIMEOUT
+        )
         storage = cls(url, pool, **options)
         try:
             await storage.migrate()
