@@ -274,8 +274,9 @@ class Storage(abc.ABC):
         )
         return job
 
-    async def waiting(self, *, limit: int = 1000) -> list[Waiting]:
-        """Queued jobs whose placeholder is up, in the order they will start."""
+    async def waiting(self, *, limit: int = 1_000_000) -> list[Waiting]:
+        """Queued jobs whose placeholder is up, in the order they will start (every one by default:
+        a process needs to know which of its own jobs still wait, however far back)."""
         rows = await self._rows(
             "SELECT id, user_id, owner FROM jobs WHERE state = 'queued' AND message_id IS NOT NULL "
             "ORDER BY queue_tag, id LIMIT ?",
