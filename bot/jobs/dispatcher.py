@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 S = JobState
 # How often the loop looks even without a wake-up (a lost notification, a pause that ended).
 TICK = 1.0
+# Jobs claimed by one statement at most: a process takes its fair share of free slots, not all.
+CLAIM_BATCH = 32
 
 
 class Dispatcher:
@@ -47,6 +49,7 @@ class Dispatcher:
         self._positions_interval = positions_interval
         self._wake = asyncio.Event()
         self._watching: dict[int, ProgressReporter] = {}  # this process's queued jobs, by id
+        self._told: dict[int, Status] = {}  # the last status given to each watched job's reporter
         self._loops: list[asyncio.Task[None]] = []
         self._last_positions = 0.0
         storage.listen(self._on_notification)
@@ -71,9 +74,8 @@ class Dispatcher:
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
-        for reporter in self._watching.values():
-            await reporter.close()
-        self._watching.clear()
+        for job_id in list(self._watching):
+            await self._unwatch(job_id)
 
     # -- queued jobs this process answered -----------------------------------------------------------
     async def placed(self, job: JobRecord) -> None:
@@ -88,13 +90,17 @@ class Dispatcher:
 
     async def cancel(self, job_id: int) -> JobRecord | None:
         """Take a waiting job out of line (nothing was sent). None if it has started or ended."""
-        reporter = self._watching.pop(job_id, None)
-        if reporter is not None:
-            await reporter.close()  # no position edit may land after the cancellation
+        await self._unwatch(job_id)  # no position edit may land after the cancellation
         cancelled = await self._storage.cancel(job_id, finished_at=time.time())
         if cancelled is not None:
             await self._storage.notify(QUEUE)
         return cancelled
+
+    async def _unwatch(self, job_id: int) -> None:
+        self._told.pop(job_id, None)
+        reporter = self._watching.pop(job_id, None)
+        if reporter is not None:
+            await reporter.close()
 
     # -- the loops ---------------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -110,15 +116,16 @@ class Dispatcher:
                 log.exception("the queue loop failed; trying again")
 
     async def _claim_all(self) -> None:
+        """Claim while slots are free, a batch per statement: a burst of commands must not queue a
+        statement per job in front of the members' own (on SQLite every statement waits its turn)."""
         while self._runner.accepting:
-            job = await self._storage.claim_next(capacity=self._capacity)
-            if job is None:
+            claimed = await self._storage.claim(capacity=self._capacity, limit=CLAIM_BATCH)
+            for job in claimed:
+                await self._unwatch(job.id)
+                log.info("job %s claimed (round %s)", job.id, job.queue_tag)
+                self._runner.start(job)
+            if len(claimed) < CLAIM_BATCH:
                 return
-            reporter = self._watching.pop(job.id, None)
-            if reporter is not None:
-                await reporter.close()
-            log.info("job %s claimed (round %s)", job.id, job.queue_tag)
-            self._runner.start(job)
 
     async def _show_positions(self) -> None:
         """Each waiting job this process answered shows its place in the one line, all processes'."""
@@ -135,16 +142,24 @@ class Dispatcher:
         positions = {w.job_id: n for n, w in enumerate(line, start=1)}
         for job_id in list(self._watching):
             if job_id in positions:
-                self._watching[job_id].update(Status.waiting(positions[job_id], resumes_at))
+                status = Status.waiting(positions[job_id], resumes_at)
+                if self._told.get(job_id) != status:  # most of a long line shows "further back" unchanged
+                    self._told[job_id] = status
+                    self._watching[job_id].update(status)
             else:  # claimed (here or elsewhere), cancelled, or adopted by another process
-                await self._watching.pop(job_id).close()
+                await self._unwatch(job_id)
 
     async def _lease_loop(self) -> None:
-        every = max(0.2, self._storage.lease_seconds / 3)
+        """Renew this process's leases three times a lease; look for orphans every tick, so a dead
+        process's jobs are taken over within about LEASE_SECONDS plus a tick."""
+        renew_every = max(0.2, self._storage.lease_seconds / 3)
+        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(min(self._tick, renew_every))
             try:
-                await self._storage.renew_leases()
+                if time.monotonic() - renewed >= renew_every:
+                    await self._storage.renew_leases()
+                    renewed = time.monotonic()
                 await self._adopt()
             except Exception:
                 log.exception("lease upkeep failed; trying again")

@@ -81,8 +81,10 @@ class Storage(abc.ABC):
     # An expression for the database's clock in unix seconds: leases and pauses compare against one
     # clock, not each host's.
     NOW: str
-    # The larger of two values (`MAX(a, b)` in SQLite, `GREATEST(a, b)` in PostgreSQL).
+    # The larger and the smaller of two values (`MAX(a, b)`/`MIN(a, b)` in SQLite, `GREATEST`/`LEAST`
+    # in PostgreSQL).
     GREATEST: str
+    LEAST: str
 
     def __init__(self, *, owner: str | None = None, lease_seconds: float = 10.0) -> None:
         self.owner = owner or new_owner_id()
@@ -111,11 +113,16 @@ class Storage(abc.ABC):
     async def notify(self, channel: str, payload: str = "") -> None:
         """Wake every process's listeners (this one's included) on `channel`."""
 
+    async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
+        """The next jobs in fair order (at most `limit`, and only while fewer than `capacity` run and
+        WaveSpeed's pause is over), moved to `submitting` and owned by this process, in line order.
+        A backend with several processes serialises this (PostgreSQL: an advisory lock)."""
+        return await self._claim(capacity, limit)
+
     async def claim_next(self, *, capacity: int) -> JobRecord | None:
-        """The next job in fair order, moved to `submitting` and owned by this process, if fewer
-        than `capacity` jobs run and WaveSpeed's pause is over. A backend with several processes
-        serialises this statement (PostgreSQL: an advisory lock)."""
-        return await self._claim(capacity)
+        """The next job in fair order, if a slot is free: `claim` for one."""
+        claimed = await self.claim(capacity=capacity, limit=1)
+        return claimed[0] if claimed else None
 
     def listen(self, listener: Listener) -> None:
         """`listener(channel, payload)` is called for every wake-up on this process."""
@@ -254,25 +261,29 @@ class Storage(abc.ABC):
         )
 
     # -- the queue ----------------------------------------------------------------------------------
-    async def _claim(self, capacity: int) -> JobRecord | None:
+    async def _claim(self, capacity: int, limit: int) -> list[JobRecord]:
+        """One statement: the next jobs in fair order, as many as the free slots allow (at most
+        `limit`), moved to `submitting` and owned by this process; then the line's round moves on."""
         sources = [state.value for state, targets in TRANSITIONS.items() if S.SUBMITTING in targets]
-        row = await self._one(
+        free = (
+            f"{self.GREATEST}(0, {self.LEAST}(?, ? - (SELECT COUNT(*) FROM jobs WHERE state IN ({_marks(RUNNING)}))))"
+        )
+        rows = await self._rows(
             f"UPDATE jobs SET state = ?, owner = ?, lease_until = {self.NOW} + ?, last_detail = 'claimed', "
-            f"updated_at = {self.NOW} WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND message_id IS NOT NULL "
-            "ORDER BY queue_tag, id LIMIT 1) "
-            f"AND (SELECT COUNT(*) FROM jobs WHERE state IN ({_marks(RUNNING)})) < ? "
+            f"updated_at = {self.NOW} WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' "
+            f"AND message_id IS NOT NULL ORDER BY queue_tag, id LIMIT {free}) "
             f"AND (SELECT paused_until FROM queue_state WHERE id = 1) <= {self.NOW} "
             f"AND state IN ({_marks(sources)}) RETURNING *",
-            (S.SUBMITTING.value, self.owner, self.lease_seconds, *RUNNING, capacity, *sources),
+            (S.SUBMITTING.value, self.owner, self.lease_seconds, limit, capacity, *RUNNING, *sources),
         )
-        if row is None:
-            return None
-        job = JobRecord.from_row(row)
+        if not rows:
+            return []
+        jobs = sorted((JobRecord.from_row(row) for row in rows), key=lambda j: (j.queue_tag or 0.0, j.id))
         await self._run(
             f"UPDATE queue_state SET virtual_time = {self.GREATEST}(virtual_time, ?) WHERE id = 1",
-            (job.queue_tag or 0.0,),
+            (jobs[-1].queue_tag or 0.0,),
         )
-        return job
+        return jobs
 
     async def waiting(self, *, limit: int = 1_000_000) -> list[Waiting]:
         """Queued jobs whose placeholder is up, in the order they will start (every one by default:

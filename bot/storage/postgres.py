@@ -163,6 +163,7 @@ class PostgresStorage(Storage):
     # against double precision columns, so the clock is cast to match them.
     NOW = "(extract(epoch FROM clock_timestamp())::double precision)"
     GREATEST = "GREATEST"
+    LEAST = "LEAST"
 
     def __init__(self, url: str, pool: asyncpg.Pool[asyncpg.Record], **options: Any) -> None:
         super().__init__(**options)
@@ -200,7 +201,7 @@ class PostgresStorage(Storage):
     async def _run(self, sql: str, args: Sequence[object] = ()) -> int:
         return _changed(await self._on().execute(_numbered(sql), *args))
 
-    async def claim_next(self, *, capacity: int) -> JobRecord | None:
+    async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
         """Base's claim, in one transaction that first takes an advisory lock: claims from every
         process run one after another, so each sees the running count the previous one left (its
         statement's snapshot is taken after the lock) and no job is taken twice. The lock ends with
@@ -209,7 +210,7 @@ class PostgresStorage(Storage):
             await connection.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             token = self._transaction.set(connection)
             try:
-                return await self._claim(capacity)
+                return await self._claim(capacity, limit)
             finally:
                 self._transaction.reset(token)
 

@@ -170,6 +170,7 @@ class SqliteStorage(Storage):
     backend = "sqlite"
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
     GREATEST = "MAX"
+    LEAST = "MIN"
 
     def __init__(self, connection: aiosqlite.Connection, **options: Any) -> None:
         super().__init__(**options)
