@@ -41,9 +41,12 @@ def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, **extra: str) 
 
 
 async def spawn(env: dict[str, str], cwd: Path, *, log_file: Path | None = None) -> asyncio.subprocess.Process:
-    """Start `python -m bot` with only `env` for its settings (no developer's DISCORD_/WAVESPEED_ values).
+    """Start `python -m bot` with only `env` for its settings (no developer's DISCORD_/WAVESPEED_ values,
+    nor DATABASE_URL: a test passes its `database_url` fixture, or means the default).
     With `log_file`, stderr goes there (a busy DEBUG log would fill a pipe and block the bot)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "WAVESPEED_"))}
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "WAVESPEED_")) and k != "DATABASE_URL"
+    }
     stderr = log_file.open("ab") if log_file else asyncio.subprocess.PIPE
     try:
         return await asyncio.create_subprocess_exec(
@@ -110,3 +113,70 @@ class BotProcess:
     async def cleanup(self) -> None:
         if self.process is not None and self.process.returncode is None:
             await self.kill()
+
+
+# -- several processes on one database ------------------------------------------------------------
+
+
+def shard_sessions(fake: FakeDiscord, shard: int) -> set[object]:
+    """The live gateway sessions that identified as `shard` on the fake Discord (its own table of
+    identified sockets, the one it routes a guild's events by)."""
+    return {ws for ws, (shard_id, _count) in fake._shards.items() if shard_id == shard and not ws.closed}
+
+
+@dataclass
+class BotCluster:
+    """`count` bot processes on one database: process i runs shard i of `count` (SHARD_COUNT and
+    SHARD_IDS), in its own directory `root/bot{i}` with its own `bot.log`. A process counts as
+    started once the fake Discord has a new gateway session identified as its shard (the fake's
+    `identified` event is set by any process's identify, so it cannot tell them apart)."""
+
+    discord: FakeDiscord
+    env: dict[str, str]
+    root: Path
+    count: int = 3
+    bots: list[BotProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for shard in range(self.count):
+            cwd = self.root / f"bot{shard}"
+            cwd.mkdir(parents=True, exist_ok=True)
+            env = {**self.env, "SHARD_COUNT": str(self.count), "SHARD_IDS": str(shard)}
+            self.bots.append(BotProcess(self.discord, env, cwd))
+
+    def configure(self, **values: str) -> None:
+        """Set environment variables for every process's next start."""
+        for bot in self.bots:
+            bot.env.update(values)
+
+    async def start(self) -> None:
+        """Start every process at once; returns when each has identified as its shard."""
+        await asyncio.gather(*(self.start_one(shard) for shard in range(self.count)))
+
+    async def start_one(self, shard: int) -> None:
+        """Start (or start again) the process that runs `shard`; returns once it identified."""
+        bot = self.bots[shard]
+        assert bot.process is None, f"shard {shard} is already running"
+        before = shard_sessions(self.discord, shard)
+        process = bot.process = await spawn(bot.env, bot.cwd, log_file=bot.log_file)
+        bot.starts += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while not shard_sessions(self.discord, shard) - before:  # the fake has no event per shard
+            if process.returncode is not None or loop.time() > deadline:
+                raise AssertionError(
+                    f"shard {shard} did not connect (start {bot.starts}, exit code {process.returncode}):\n"
+                    f"{bot.log()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+    def pid(self, shard: int) -> int:
+        process = self.bots[shard].process
+        assert process is not None, f"shard {shard} is not running"
+        return process.pid
+
+    def logs(self) -> list[str]:
+        return [bot.log() for bot in self.bots]
+
+    async def cleanup(self) -> None:
+        await asyncio.gather(*(bot.cleanup() for bot in self.bots))

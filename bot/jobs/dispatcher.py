@@ -136,11 +136,12 @@ class Dispatcher:
             asyncio.get_running_loop().call_later(self._positions_interval - since, self._wake.set)
             return
         self._last_positions = time.monotonic()
+        watched = set(self._watching)  # a job placed while the line is read is judged next time
         line = await self._storage.waiting()
         paused_until = await self._storage.paused_until()
         resumes_at = paused_until if paused_until > time.time() else None
         positions = {w.job_id: n for n, w in enumerate(line, start=1)}
-        for job_id in list(self._watching):
+        for job_id in watched & set(self._watching):
             if job_id in positions:
                 status = Status.waiting(positions[job_id], resumes_at)
                 if self._told.get(job_id) != status:  # most of a long line shows "further back" unchanged

@@ -181,7 +181,11 @@ class JobRunner:
             prediction = self._client.finished(settled)
         else:  # polled (or pushed); a job adopted after it finished gets its result at the first poll
             deadline = self._deadline(run)
-            prediction = await self._client.wait(run.job.prediction_id, deadline=deadline, on_update=on_update)
+            # A job adopted (after a restart, or from a process that died) has been running a while.
+            running_for = time.time() - run.job.submitted_at if run.resumed and run.job.submitted_at else 0.0
+            prediction = await self._client.wait(
+                run.job.prediction_id, deadline=deadline, on_update=on_update, running_for=max(0.0, running_for)
+            )
         # Never more images than were asked for (each is billed), and only http(s) links.
         prediction = prediction.usable(run.job.params.num_images)
         if run.job.state is S.SUBMITTED:

@@ -20,7 +20,7 @@ from typing import Any, TypeAlias, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from bot.jobs.model import JobRecord
+from bot.jobs.model import JobRecord, NewJob
 from bot.storage.base import PUSH, QUEUE, SETTINGS, Storage
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ def _lock_key(name: str) -> int:
 
 MIGRATE_LOCK = _lock_key("imagine-bot:migrate")
 CLAIM_LOCK = _lock_key("imagine-bot:claim")
+# The two-key form for a member's own lock: (namespace, a 32-bit slice of the member's id).
+MEMBER_LOCKS = _lock_key("imagine-bot:member") >> 32
 
 
 @functools.lru_cache(maxsize=1024)
@@ -200,6 +202,18 @@ class PostgresStorage(Storage):
 
     async def _run(self, sql: str, args: Sequence[object] = ()) -> int:
         return _changed(await self._on().execute(_numbered(sql), *args))
+
+    async def create_job(self, job: NewJob) -> JobRecord:
+        """Base's insert under the member's own advisory lock: two of a member's commands arriving
+        at once (on two connections, or two processes) would otherwise both read the same last tag
+        and share a round, and the member would get two turns in one."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", MEMBER_LOCKS, job.user_id % 2_147_483_647)
+            token = self._transaction.set(connection)
+            try:
+                return await super().create_job(job)
+            finally:
+                self._transaction.reset(token)
 
     async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
         """Base's claim, in one transaction that first takes an advisory lock: claims from every

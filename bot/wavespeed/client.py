@@ -237,15 +237,18 @@ class WaveSpeedClient:
     def waiting_for(self, prediction_id: str) -> bool:
         return prediction_id in self._waiters
 
-    async def wait(self, prediction_id: str, *, deadline: float, on_update: OnUpdate | None = None) -> Prediction:
+    async def wait(
+        self, prediction_id: str, *, deadline: float, on_update: OnUpdate | None = None, running_for: float = 0.0
+    ) -> Prediction:
         """Until the prediction is final (pushed, or seen by a poll) or the deadline passes; reports
-        each status change."""
+        each status change. `running_for`: how long ago it was submitted (a job picked up after a
+        restart or from another process): the first poll comes that much sooner."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.expect(prediction_id)
         waiter = self._waiters[prediction_id]
         try:
-            return await self._wait(prediction_id, waiter, started, deadline, on_update)
+            return await self._wait(prediction_id, waiter, started - running_for, deadline, on_update)
         finally:
             self._waiters.pop(prediction_id, None)
 
@@ -261,7 +264,7 @@ class WaveSpeedClient:
         last_status: str | None = None
         failures = 0
         unfinished_at = 0.0  # elapsed time of the last poll that saw it running
-        delay = self.schedule.first_delay()
+        delay = max(0.0, self.schedule.first_delay() - (loop.time() - started))
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
