@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +53,7 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-def make_settings(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed) -> Callable[..., Settings]:
+def make_settings(database_url: str, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "_env_file": None,  # never read a developer's own .env
@@ -60,7 +62,7 @@ def make_settings(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed)
             "wavespeed_base_url": wavespeed.base_url,
             "discord_api_url": discord_fake.api_url,
             "discord_gateway_url": discord_fake.gateway_url,
-            "database_url": f"sqlite:///{tmp_path / 'bot.db'}",
+            "database_url": database_url,
             "job_timeout_seconds": 30,
             "log_level": "DEBUG",
             **FAST,
@@ -178,15 +180,76 @@ async def postgres_url(postgres_reachability: dict[str, str | None]) -> AsyncIte
         await pg.drop_database(server, url)
 
 
+# -- which database the bot runs on in every test that starts it: TEST_DATABASE --------------------
+
+DATABASES = ("sqlite", "postgresql")
+SQLITE_ONLY = "sqlite_only: about SQLite itself, not run under TEST_DATABASE=postgresql"
+
+
+def selected_database() -> str:
+    """TEST_DATABASE: `sqlite` (the default) or `postgresql` (a fresh database on TEST_POSTGRES_URL's server)."""
+    return os.environ.get("TEST_DATABASE") or "sqlite"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if selected_database() not in DATABASES:
+        raise pytest.UsageError(f"TEST_DATABASE={selected_database()!r}: expected one of {', '.join(DATABASES)}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if selected_database() != "sqlite":
+        for item in items:
+            if item.get_closest_marker("sqlite_only"):
+                item.add_marker(pytest.mark.skip(reason=SQLITE_ONLY))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under TEST_DATABASE=postgresql REQUIRE_POSTGRES=1 (CI) every test but the SQLite-only ones is a
+    PostgreSQL test: one that skips, for whatever reason, fails instead, so CI cannot pass without it."""
+    from tests import pg
+
+    report: pytest.TestReport = yield
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and selected_database() == "postgresql"
+        and pg.required()
+        and not item.get_closest_marker("sqlite_only")
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but TEST_DATABASE=postgresql REQUIRE_POSTGRES=1 runs it: {_skip_reason(report)}"
+    return report
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The DATABASE_URL of every bot a test starts, in process or as `python -m bot`: `tmp_path/bot.db`,
+    or under TEST_DATABASE=postgresql a fresh PostgreSQL database (`postgres_url`: without a server
+    the test is skipped with the same one line, or fails under REQUIRE_POSTGRES=1)."""
+    if selected_database() == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'bot.db'}"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    return report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else ""
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line saying why the PostgreSQL tests were skipped, even under `-q` and `-n` (pytest puts
-    a fixture's skip at each test, so `-rs` would repeat it per test and plain `-q` not show it)."""
+    a fixture's skip at each test, so `-rs` would repeat it per test and plain `-q` not show it);
+    and one for the SQLite-only tests a PostgreSQL run leaves out."""
     from tests import pg
 
     reasons: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):
-        reason = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else ""
-        if reason.startswith(pg.UNREACHABLE):
+        reason = _skip_reason(report)
+        if reason.startswith((pg.UNREACHABLE, SQLITE_ONLY)):
             reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in reasons.items():
-        terminalreporter.write_line(f"{count} PostgreSQL tests skipped: {reason}", yellow=True)
+        what = "SQLite-only" if reason == SQLITE_ONLY else "PostgreSQL"
+        terminalreporter.write_line(f"{count} {what} tests skipped: {reason}", yellow=True)

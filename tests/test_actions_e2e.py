@@ -3,9 +3,10 @@ after a restart, on a pruned job, and under the same limits and moderation as /i
 
 from __future__ import annotations
 
-import sqlite3
+import json
 from typing import TYPE_CHECKING, Any
 
+from tests import dbread
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import EDIT, TEXT_TO_IMAGE, Scenario
@@ -132,13 +133,14 @@ async def test_details_are_private_and_complete(start_bot, wavespeed):
     assert f"**Prediction** `{prediction_id}`" in text and "**Inference**" in text
 
 
-async def test_buttons_work_after_a_restart_and_say_so_when_the_job_was_pruned(start_bot, wavespeed, tmp_path):
+async def test_buttons_work_after_a_restart_and_say_so_when_the_job_was_pruned(start_bot, wavespeed, database_url):
     bot = await start_bot()
     original = await result(bot)
     old = await result(bot, prompt="an old one")
     await bot.stop()
-    with sqlite3.connect(tmp_path / "bot.db") as db:  # what retention does to a job past JOB_RETENTION_DAYS
-        db.execute("DELETE FROM jobs WHERE json_extract(params, '$.prompt') = 'an old one'")
+    for job_id, params in dbread.rows(database_url, "SELECT id, params FROM jobs"):
+        if json.loads(params)["prompt"] == "an old one":  # what retention does to a job past JOB_RETENTION_DAYS
+            dbread.execute(database_url, "DELETE FROM jobs WHERE id = ?", job_id)
 
     bot = await start_bot()
     fake: FakeDiscord = bot.discord

@@ -17,7 +17,7 @@ def test_sqlite_and_postgresql_urls_are_accepted(url):
 
 
 def test_another_database_is_refused_naming_the_setting():
-    with pytest.raises(ConfigError, match="DATABASE_URL is invalid: .*sqlite:///.*postgresql://"):
+    with pytest.raises(ConfigError, match=r"DATABASE_URL is invalid: .*sqlite:///.*postgresql://"):
         load_settings(**KEYS, database_url="mysql://bot@db/imagine")
 
 

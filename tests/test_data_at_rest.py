@@ -19,6 +19,8 @@ from bot.params import ImagineParams
 from bot.storage.sqlite import SqliteStorage
 from tests.fakes.discord_payloads import random_token
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite file, its -wal and -shm and their free pages
+
 
 @pytest.fixture
 def sqlite_default_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ once, delivered exactly once, and that no placeholder was left pending.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,7 +20,8 @@ import pytest
 
 from bot.jobs.model import NewJob
 from bot.params import ImagineParams
-from bot.storage.sqlite import SqliteStorage
+from bot.storage import open_storage
+from tests import dbread
 from tests.botprocess import BotProcess, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
@@ -35,12 +36,18 @@ from tests.helpers import (
 
 
 @pytest.fixture
-async def bot(tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed) -> AsyncIterator[BotProcess]:
+async def bot(
+    tmp_path, database_url: str, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
+) -> AsyncIterator[BotProcess]:
     env = fake_env(
         discord_fake,
         wavespeed,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}",
+        DATABASE_URL=database_url,
         JOB_TIMEOUT_SECONDS="60",
+        # A killed bot's jobs wait out its lease before the next process adopts them (on PostgreSQL,
+        # where another process may still be alive; SQLite adopts everything at start-up): shrunk
+        # like the poll intervals, so a restart does not sit out the default 10 s.
+        LEASE_SECONDS="1",
         LOG_LEVEL="DEBUG",
     )
     process = BotProcess(discord_fake, env, tmp_path)
@@ -55,12 +62,11 @@ async def imagine(fake: FakeDiscord, prompt: str, **interaction: Any) -> dict[st
     return payload
 
 
-def job_states(tmp_path) -> list[str]:
-    with sqlite3.connect(tmp_path / "bot.db") as db:
-        return [row[0] for row in db.execute("SELECT state FROM jobs ORDER BY id")]
+def job_states(database_url: str) -> list[str]:
+    return [row[0] for row in dbread.rows(database_url, "SELECT state FROM jobs ORDER BY id")]
 
 
-async def test_killed_while_polling_with_a_job_queued_behind_it(bot, discord_fake, wavespeed, tmp_path):
+async def test_killed_while_polling_with_a_job_queued_behind_it(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario_by_prompt = {"first": Scenario(inference_seconds=3.0)}
     bot.env["MAX_CONCURRENT_JOBS"] = "1"
     await bot.start()
@@ -76,10 +82,10 @@ async def test_killed_while_polling_with_a_job_queued_behind_it(bot, discord_fak
     assert [s.json["prompt"] for s in wavespeed.accepted_submits()] == ["first", "second"]  # once each, in order
     assert all(f.files for f in finals) and len(messages_with_images(discord_fake)) == 2
     assert all(placeholder_title(discord_fake, p["token"]) in FINAL_TITLES for p in (first, second))
-    await wait_until(lambda: job_states(tmp_path) == ["delivered", "delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered", "delivered"])
 
 
-async def test_killed_during_the_submit_is_answered_and_never_resent(bot, discord_fake, wavespeed, tmp_path):
+async def test_killed_during_the_submit_is_answered_and_never_resent(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario = Scenario(submit_responses=["accept-then-hang"])  # taken (billed), never answered
     await bot.start()
     payload = await imagine(discord_fake, "a gamble")
@@ -92,10 +98,10 @@ async def test_killed_during_the_submit_is_answered_and_never_resent(bot, discor
     assert len(wavespeed.submits()) == 1  # not sent again: it may have been billed
     text = embeds_text(final)
     assert "did not confirm" in text and "not charged twice" in text and not final.files
-    await wait_until(lambda: job_states(tmp_path) == ["unconfirmed"])
+    await wait_until(lambda: job_states(database_url) == ["unconfirmed"])
 
 
-async def test_killed_after_completion_before_delivery(bot, discord_fake, wavespeed, tmp_path):
+async def test_killed_after_completion_before_delivery(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario = Scenario(download_responses=["hang"])  # the first image download never answers
     await bot.start()
     payload = await imagine(discord_fake, "almost there")
@@ -108,10 +114,10 @@ async def test_killed_after_completion_before_delivery(bot, discord_fake, wavesp
 
     assert len(wavespeed.accepted_submits()) == 1 and len(wavespeed.result_polls()) > polls_before
     assert final.files and len(messages_with_images(discord_fake)) == 1
-    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered"])
 
 
-async def test_killed_during_delivery_edits_again_without_duplicating(bot, discord_fake, wavespeed, tmp_path):
+async def test_killed_during_delivery_edits_again_without_duplicating(bot, discord_fake, wavespeed, database_url):
     await bot.start()
     payload = await imagine(discord_fake, "delivered twice?")
     hit = discord_fake.stall("PATCH", payload["token"], after=True, with_files=True)  # applied, unanswered
@@ -120,7 +126,7 @@ async def test_killed_during_delivery_edits_again_without_duplicating(bot, disco
 
     await bot.start()
     await discord_fake.requests.wait_for(lambda r: r.files and payload["token"] in r.path and r.status == 200)
-    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered"])
 
     assert len(wavespeed.accepted_submits()) == 1
     [delivered] = messages_with_images(discord_fake)  # the placeholder, replaced by the result
@@ -128,7 +134,7 @@ async def test_killed_during_delivery_edits_again_without_duplicating(bot, disco
     assert placeholder_title(discord_fake, payload["token"]) == "✨ Imagined"
 
 
-async def test_late_channel_delivery_is_not_duplicated_after_a_crash(bot, discord_fake, wavespeed, tmp_path):
+async def test_late_channel_delivery_is_not_duplicated_after_a_crash(bot, discord_fake, wavespeed, database_url):
     requester = 555000111222333444
     channel = discord_fake.channel_id
     created = discord.utils.utcnow() - timedelta(minutes=14, seconds=45)  # the token is as good as dead
@@ -156,7 +162,7 @@ async def test_late_channel_delivery_is_not_duplicated_after_a_crash(bot, discor
     assert posts[1].json["content"] == f"<@{requester}>"
 
 
-async def test_sigterm_finishes_in_flight_jobs_and_refuses_new_ones(bot, discord_fake, wavespeed, tmp_path):
+async def test_sigterm_finishes_in_flight_jobs_and_refuses_new_ones(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario = Scenario(inference_seconds=2.0)
     bot.env["SHUTDOWN_GRACE_SECONDS"] = "20"
     await bot.start()
@@ -171,10 +177,10 @@ async def test_sigterm_finishes_in_flight_jobs_and_refuses_new_ones(bot, discord
     assert await ending == 0
     assert refusal.json["data"]["flags"] & 64 and "restarting" in embeds_text(refusal)
     assert final.files and [s.json["prompt"] for s in wavespeed.submits()] == ["finish me"]
-    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered"])
 
 
-async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot, discord_fake, wavespeed, tmp_path):
+async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario = Scenario(inference_seconds=6.0)
     bot.env["SHUTDOWN_GRACE_SECONDS"] = "0.5"
     await bot.start()
@@ -183,15 +189,15 @@ async def test_sigterm_pauses_what_outlives_the_grace_period_and_resumes_it(bot,
 
     assert await bot.terminate() == 0
     assert placeholder_title(discord_fake, payload["token"]) == "⏸ Paused"
-    assert job_states(tmp_path) == ["submitted"]
+    assert job_states(database_url) == ["submitted"]
 
     await bot.start()
     final = await wait_final_edit(discord_fake, payload["token"], timeout=30)
     assert final.files and len(wavespeed.accepted_submits()) == 1
-    await wait_until(lambda: job_states(tmp_path) == ["delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered"])
 
 
-async def test_sigterm_during_a_sync_submit_says_so_and_never_resends(bot, discord_fake, wavespeed, tmp_path):
+async def test_sigterm_during_a_sync_submit_says_so_and_never_resends(bot, discord_fake, wavespeed, database_url):
     wavespeed.scenario = Scenario(inference_seconds=6.0)
     bot.env.update(SHUTDOWN_GRACE_SECONDS="0.5", WAVESPEED_SYNC_MODE="true")
     await bot.start()
@@ -201,15 +207,15 @@ async def test_sigterm_during_a_sync_submit_says_so_and_never_resends(bot, disco
     assert await bot.terminate() == 0  # the generation outlives the grace period: its answer is lost
     final = await wait_final_edit(discord_fake, payload["token"], timeout=1)
     assert "did not confirm" in embeds_text(final) and not final.files
-    assert job_states(tmp_path) == ["unconfirmed"]
+    assert job_states(database_url) == ["unconfirmed"]
 
     await bot.start()  # recovery runs before the bot connects: there is nothing to resume or resend
     assert "resuming job" not in bot.log()
-    assert len(wavespeed.submits()) == 1 and job_states(tmp_path) == ["unconfirmed"]
+    assert len(wavespeed.submits()) == 1 and job_states(database_url) == ["unconfirmed"]
 
 
 async def test_a_crash_between_answering_and_recording_the_placeholder_is_recovered(
-    start_bot, discord_fake, wavespeed, tmp_path
+    start_bot, discord_fake, wavespeed, database_url
 ):
     """The job row exists, the interaction was answered, but the bot died before noting the
     placeholder's id: after the restart it finds the answer through the token and carries on.
@@ -223,7 +229,8 @@ async def test_a_crash_between_answering_and_recording_the_placeholder_is_recove
         placeholder = {"type": 4, "data": {"embeds": [{"title": "Imagining…", "description": "> answered"}]}}
         async with http.post(url, json=placeholder) as response:
             assert response.status == 204
-    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as jobs:
+    # The bot that wrote these rows is gone, its lease run out (lease_seconds=0): the next start adopts them.
+    async with contextlib.aclosing(await open_storage(database_url, lease_seconds=0)) as jobs:
         for payload in (answered_payload, silent_payload):
             await jobs.create_job(
                 NewJob(
@@ -269,7 +276,7 @@ async def test_a_crash_between_answering_and_recording_the_placeholder_is_recove
     await start_bot()
     final = await wait_final_edit(discord_fake, answered_payload["token"])
     assert final.files
-    await wait_until(lambda: job_states(tmp_path) == ["delivered", "failed", "delivered"])
+    await wait_until(lambda: job_states(database_url) == ["delivered", "failed", "delivered"])
     assert sorted(s.json["prompt"] for s in wavespeed.submits()) == ["answered", "rerolled"]
     same_nonce = [
         m for m in discord_fake.channel_messages(discord_fake.channel_id) if m.get("nonce") == posted["nonce"]

@@ -6,6 +6,7 @@ against the fake WaveSpeed and the real job store; only the Discord side is a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from bot.jobs.model import JobRecord, JobState
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Status
 from bot.jobs.runner import JobRunner
-from bot.storage.sqlite import SqliteStorage
+from bot.storage import open_storage
 from bot.wavespeed.client import WaveSpeedClient
 from bot.wavespeed.errors import OutputError, WaveSpeedError
 from bot.wavespeed.models import Prediction
@@ -142,14 +143,14 @@ class RecordingPresenter:
 
 
 @pytest.mark.parametrize(("resumed", "expected"), [(False, 0.0), (True, 0.6)])
-async def test_only_a_resumed_job_gets_time_past_its_deadline(session, wavespeed, tmp_path, resumed, expected):
+async def test_only_a_resumed_job_gets_time_past_its_deadline(session, wavespeed, database_url, resumed, expected):
     """A job of this run gets exactly its timeout from its submit; one resumed after a restart,
     already past its deadline, gets `resume_minimum` more to fetch a result that may be ready."""
     wavespeed.scenario = Scenario(inference_seconds=60)
     client = WaveSpeedClient(session, api_key=SecretStr(wavespeed.api_key), base_url=wavespeed.base_url)
     submitted = await client.submit(MODEL, INPUT, deadline=deadline_in(5))
     presenter = RecordingPresenter()
-    async with await SqliteStorage.open(str(tmp_path / "bot.db")) as storage:
+    async with contextlib.aclosing(await open_storage(database_url)) as storage:
         job = await storage.create_job(new_job(1))
         await storage.record_placeholder(job.id, 9)
         await storage.claim_next(capacity=1)

@@ -7,6 +7,7 @@ import signal
 
 import discord
 
+from tests import dbread
 from tests.botprocess import fake_env, spawn
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import FakeWaveSpeed
@@ -22,9 +23,12 @@ async def test_missing_settings_stop_start_up_with_one_clear_message(tmp_path):
 
 
 async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
-    tmp_path, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
+    tmp_path, database_url: str, discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed
 ):
-    env = fake_env(discord_fake, wavespeed, DISCORD_GUILD_IDS="111111111111111111")
+    # On SQLite the bot runs on the default DATABASE_URL (checked at the end); else on the test's database.
+    on_sqlite = dbread.is_sqlite(database_url)
+    database = {} if on_sqlite else {"DATABASE_URL": database_url}
+    env = fake_env(discord_fake, wavespeed, DISCORD_GUILD_IDS="111111111111111111", **database)
 
     def syncs():
         return discord_fake.requests.matching(lambda r: r.method == "PUT" and r.path.endswith("/commands"))
@@ -57,4 +61,5 @@ async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
     assert (options["guidance_scale"]["min_value"], options["guidance_scale"]["max_value"]) == (1.0, 10.0)
     assert [c["value"] for c in options["safety_tolerance"]["choices"]] == ["1", "2", "3", "4", "5"]
     assert len(options["aspect_ratio"]["choices"]) == 9
-    assert (tmp_path / "data" / "bot.db").exists()  # the default DATABASE_URL, relative to the working directory
+    # The default DATABASE_URL, relative to the working directory; never made beside another DATABASE_URL.
+    assert (tmp_path / "data" / "bot.db").exists() is on_sqlite

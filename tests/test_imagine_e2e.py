@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from datetime import timedelta
 from typing import Any
 
 import discord
 
+from tests import dbread
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
 from tests.helpers import embeds_text, wait_until
@@ -313,7 +313,7 @@ async def test_secrets_never_leave_their_own_service_or_reach_the_logs(start_bot
     assert lines and not [line for line in lines if token in line or key in line or "ws-another-secret" in line]
 
 
-async def test_an_interaction_answered_too_late_is_dropped_quietly(start_bot, wavespeed, log_lines, tmp_path):
+async def test_an_interaction_answered_too_late_is_dropped_quietly(start_bot, wavespeed, log_lines, database_url):
     bot = await start_bot()
     payload = bot.discord.interaction("imagine", {"prompt": "too late"})
     await bot.discord.dispatch_interaction(payload, backdate=3.5)  # the 3-second window is already gone
@@ -322,8 +322,7 @@ async def test_an_interaction_answered_too_late_is_dropped_quietly(start_bot, wa
     assert callback.status == 404 and not wavespeed.submits()
 
     def states() -> list[tuple[str, str]]:
-        with sqlite3.connect(tmp_path / "bot.db") as db:
-            return db.execute("SELECT state, outcome FROM jobs").fetchall()
+        return dbread.rows(database_url, "SELECT state, outcome FROM jobs")
 
     await wait_until(lambda: states() == [("failed", "not answered")])
     await bot.stop()

@@ -16,6 +16,9 @@ from bot.params import ImagineParams
 from bot.storage.sqlite import MIGRATIONS, SqliteStorage
 
 S = JobState
+# The SQLite backend itself (its migrations, its files, its library's memory): every verb runs on both
+# backends in tests/test_storage_contract.py.
+pytestmark = pytest.mark.sqlite_only
 
 
 def new_job(n: int, *, created_at: float | None = None) -> NewJob:

@@ -34,7 +34,7 @@ from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
 from tests.helpers import FINAL_TITLES, embeds_text, messages_with_images, wait_until
 
 # Skipped with one line when the PostgreSQL server is unreachable (failed under REQUIRE_POSTGRES=1).
-pytestmark = pytest.mark.usefixtures("postgres_url")
+pytestmark = [pytest.mark.usefixtures("postgres_url"), pytest.mark.multiprocess]
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 import pytest
 
+from tests import dbread
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import Scenario
-from tests.helpers import answered, embeds_text, placeholder_title
+from tests.helpers import answered, embeds_text, placeholder_title, wait_until
 
 if TYPE_CHECKING:
     from tests.conftest import RunningBot
@@ -130,10 +131,13 @@ async def test_each_limit_refuses_politely_with_no_api_call(
     assert submitted_prompts(wavespeed) == ["first"]
 
 
-async def test_a_429_on_submit_holds_the_queue_then_delivers_everything(start_bot, wavespeed):
+async def test_a_429_on_submit_holds_the_queue_then_delivers_everything(start_bot, wavespeed, database_url):
     wavespeed.scenario = Scenario(submit_responses=[429], retry_after=1.5)
     bot = await start_bot()
     first = await send(bot, "first", A)
+    # The second job arrives once the 429 has paused the queue: sooner, both may be claimed before the
+    # 429 comes back and go out side by side (there is room for two), which is no hold to test.
+    await wait_until(lambda: dbread.rows(database_url, "SELECT paused_until FROM queue_state")[0][0] > 0)
     second = await send(bot, "second", B)
     finals = [await bot.final_edit(p, timeout=30) for p in (first, second)]
 

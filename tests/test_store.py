@@ -7,6 +7,8 @@ import pytest
 
 from bot.storage.sqlite import MIGRATIONS, SqliteStorage
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite file and its schema versions
+
 
 async def test_migrates_an_empty_file_and_reopens_without_migrating_again(tmp_path):
     path = str(tmp_path / "nested" / "bot.db")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 import pytest
 
+from tests import dbread
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.wavespeed import EDIT, Scenario
 from tests.helpers import admin, answered, embeds_text, wait_until
@@ -25,16 +25,15 @@ MANAGE_GUILD = discord.Permissions(manage_guild=True).value
 EXPIRING = timedelta(minutes=14, seconds=45)  # the token dies during the job: the channel route is used
 
 
-def job_rows(tmp_path: Path) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(tmp_path / "bot.db") as db:
-        return [(row[0], row[1]) for row in db.execute("SELECT state, outcome FROM jobs ORDER BY id")]
+def job_rows(database_url: str) -> list[tuple[str, str | None]]:
+    return [(row[0], row[1]) for row in dbread.rows(database_url, "SELECT state, outcome FROM jobs ORDER BY id")]
 
 
 # -- the submit's answer: only a clear refusal may say "try again" --------------------------------
 
 
 @pytest.mark.parametrize("answer", [502, 500, 503, "html", "envelope-error", "malformed"])
-async def test_a_submit_answer_that_proves_nothing_ends_unconfirmed(start_bot, wavespeed, tmp_path, answer):
+async def test_a_submit_answer_that_proves_nothing_ends_unconfirmed(start_bot, wavespeed, database_url, answer):
     wavespeed.scenario = Scenario(submit_responses=[answer])
     bot = await start_bot()
     final = await bot.final_edit(await bot.imagine(prompt="maybe billed"))
@@ -44,16 +43,16 @@ async def test_a_submit_answer_that_proves_nothing_ends_unconfirmed(start_bot, w
     assert "Try again in a moment" not in text  # no invitation to a second charge
     assert len(wavespeed.submits()) == 1
     # The final edit comes first, then the state is written (a repeated edit is harmless, a lost one is not).
-    await wait_until(lambda: job_rows(tmp_path) == [("unconfirmed", "UnconfirmedSubmitError")], timeout=5)
+    await wait_until(lambda: job_rows(database_url) == [("unconfirmed", "UnconfirmedSubmitError")], timeout=5)
 
 
-async def test_a_clear_refusal_of_the_submit_fails_plainly(start_bot, wavespeed, tmp_path):
+async def test_a_clear_refusal_of_the_submit_fails_plainly(start_bot, wavespeed, database_url):
     wavespeed.scenario = Scenario(submit_responses=[400])  # in WaveSpeed's envelope: nothing was created
     bot = await start_bot()
     final = await bot.final_edit(await bot.imagine(prompt="refused"))
 
     assert "refused these options" in embeds_text(final) and "did not confirm" not in embeds_text(final)
-    await wait_until(lambda: job_rows(tmp_path) == [("failed", "InvalidRequestError")], timeout=5)
+    await wait_until(lambda: job_rows(database_url) == [("failed", "InvalidRequestError")], timeout=5)
 
 
 # -- links written after the 15-minute token carry the server ------------------------------------
@@ -199,11 +198,12 @@ async def test_a_blank_edit_instruction_is_refused_and_nothing_is_sent(start_bot
 # -- a database locked by another process ---------------------------------------------------------
 
 
-async def test_a_locked_database_gets_a_busy_answer_in_time_and_loses_nothing(start_bot, wavespeed, tmp_path):
+@pytest.mark.sqlite_only  # SQLite's write lock, taken by another connection to the file
+async def test_a_locked_database_gets_a_busy_answer_in_time_and_loses_nothing(start_bot, wavespeed, database_url):
     bot = await start_bot()
     fake: FakeDiscord = bot.discord
     await bot.final_edit(await bot.imagine(prompt="warm up"))  # the database exists, in WAL mode
-    other = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         started = time.monotonic()
@@ -220,7 +220,7 @@ async def test_a_locked_database_gets_a_busy_answer_in_time_and_loses_nothing(st
     after = await bot.imagine(prompt="after the lock")
     assert len((await bot.final_edit(after)).files) == 1
     # A row the locked request may have written late is closed, never run: nothing is left waiting.
-    await wait_until(lambda: all(state in ("delivered", "failed") for state, _ in job_rows(tmp_path)))
+    await wait_until(lambda: all(state in ("delivered", "failed") for state, _ in job_rows(database_url)))
     assert [r.json["prompt"] for r in wavespeed.accepted_submits()] == ["warm up", "after the lock"]
     assert "Re-roll and Edit: requester" in (await admin(fake, "show")).replace("\n", " ")  # saved once free
 
