@@ -725,6 +725,10 @@ async def test_a_rolling_restart_loses_and_repeats_nothing(cluster, discord_fake
     resumed = sum(len(re.findall(r"adopting job \d+ \((?!queued)", log)) for log in cluster.logs())
     paused = sum(1 for edited in edits(discord_fake).values() for e in edited if title(e) == "⏸ Paused")
     assert resumed >= SHARDS and paused >= SHARDS, f"{paused} jobs paused, {resumed} running jobs taken over"
+    # Six starts of three processes synced the commands once: only shard 0's process syncs, and
+    # only when they changed.
+    syncs = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert len(syncs) == 1, f"the commands were synced {len(syncs)} times"
     report(
         "rolling restart",
         interactions=len(sent),

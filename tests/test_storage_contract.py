@@ -517,3 +517,12 @@ async def test_concurrent_claims_are_not_turned_away_while_jobs_and_slots_are_fr
         await asyncio.gather(*(claimer(storage) for storage in processes))
     assert turned_away == 0
     assert len(claimed) == len(set(claimed)) == TOTAL
+
+
+async def test_a_members_commands_arriving_at_once_in_several_processes_get_a_round_each(processes: list[Storage]):
+    """Twenty commands of one member, written at once through four pools: each takes its own round
+    (a read-then-insert would hand several of them the same one, and the member two turns in one)."""
+    jobs = await asyncio.gather(
+        *(processes[n % PROCESSES].create_job(new_job(n, user_id=USER + 77)) for n in range(20))
+    )
+    assert sorted(-1.0 if job.queue_tag is None else job.queue_tag for job in jobs) == [float(n) for n in range(20)]

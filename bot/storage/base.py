@@ -150,6 +150,28 @@ class Storage(abc.ABC):
     async def create_job(self, job: NewJob) -> JobRecord:
         """Write a new queued job, owned by this process, with its place in the fair line: one round
         after the member's previous job, never before the line's current round."""
+        values = self._job_values(job)
+        tag = (
+            f"(SELECT {self.GREATEST}(q.virtual_time, COALESCE((SELECT MAX(j.queue_tag) + 1 FROM jobs j "
+            "WHERE j.user_id = ?), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
+        )
+        return await self._insert_job(values, tag, (job.user_id,))
+
+    async def _insert_job(
+        self, values: dict[str, object], tag: str, tag_args: Sequence[object], *, prefix: str = ""
+    ) -> JobRecord:
+        """The one INSERT of a job; `tag` is the SQL of its round, `prefix` a WITH clause it may use."""
+        row = await self._one(
+            f"{prefix}INSERT INTO jobs ({', '.join(values)}, updated_at, lease_until, queue_tag) "
+            f"VALUES ({_marks(values)}, {self.NOW}, {self.NOW} + ?, {tag}) RETURNING *",
+            (*tag_args, *values.values(), self.lease_seconds)
+            if prefix
+            else (*values.values(), self.lease_seconds, *tag_args),
+        )
+        assert row is not None
+        return JobRecord.from_row(row)
+
+    def _job_values(self, job: NewJob) -> dict[str, object]:
         values: dict[str, object] = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
         values.update(
             params=json.dumps(dataclasses.asdict(job.params)),
@@ -159,18 +181,7 @@ class Storage(abc.ABC):
             last_detail="created",
             owner=self.owner,
         )
-        columns = ", ".join(values)
-        tag = (
-            f"(SELECT {self.GREATEST}(q.virtual_time, COALESCE((SELECT MAX(j.queue_tag) + 1 FROM jobs j "
-            "WHERE j.user_id = ?), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
-        )
-        row = await self._one(
-            f"INSERT INTO jobs ({columns}, updated_at, lease_until, queue_tag) "
-            f"VALUES ({_marks(values)}, {self.NOW}, {self.NOW} + ?, {tag}) RETURNING *",
-            (*values.values(), self.lease_seconds, job.user_id),
-        )
-        assert row is not None
-        return JobRecord.from_row(row)
+        return values
 
     async def get_job(self, job_id: int) -> JobRecord:
         row = await self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
