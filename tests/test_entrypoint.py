@@ -28,7 +28,7 @@ async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
     # On SQLite the bot runs on the default DATABASE_URL (checked at the end); else on the test's database.
     on_sqlite = dbread.is_sqlite(database_url)
     database = {} if on_sqlite else {"DATABASE_URL": database_url}
-    env = fake_env(discord_fake, wavespeed, DISCORD_GUILD_IDS="111111111111111111", **database)
+    env = {**fake_env(discord_fake, wavespeed, DISCORD_GUILD_IDS="111111111111111111"), **database}
 
     def syncs():
         return discord_fake.requests.matching(lambda r: r.method == "PUT" and r.path.endswith("/commands"))
