@@ -162,7 +162,9 @@ class Deliveries:
         for r in new:
             delivered = r.method == "PATCH" and r.files and r.path.startswith("/webhooks/")
             unanswered = r.path.endswith("/callback") and r.status == 404
-            if (delivered or unanswered) and (i := self._ids.get(r.path.split("/")[3])) is not None:
+            # A private answer (flags 64) is a refusal ("busy, try again"): no job, counted as failed.
+            refused = r.path.endswith("/callback") and bool(((r.json or {}).get("data") or {}).get("flags", 0) & 64)
+            if (delivered or unanswered or refused) and (i := self._ids.get(r.path.split("/")[3])) is not None:
                 self.waiting.discard(self.tokens[i])
                 if delivered:
                     self.delivered_at.setdefault(i, r.at)
