@@ -128,6 +128,13 @@ VERSION_TABLE = (
 )
 CHANNELS = (QUEUE, PUSH, SETTINGS)
 CONNECT_TIMEOUT = 10.0
+
+
+async def _keep_session(connection: Connection) -> None:
+    """What the pool runs when a connection comes back: nothing. asyncpg's default resets the
+    session (RESET ALL, UNLISTEN, advisory unlocks), a round trip after every statement; the bot's
+    statements leave no session state (its locks end with their transaction, and it listens on a
+    connection of its own)."""
 # No statement of the bot's takes more than milliseconds: one that hangs (a lost server, a lock held
 # elsewhere) fails after this instead of holding a job, or a member's command, forever.
 STATEMENT_TIMEOUT = 30.0
@@ -188,7 +195,12 @@ class PostgresStorage(Storage):
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 30, **options: Any) -> PostgresStorage:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT, command_timeout=STATEMENT_TIMEOUT
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=STATEMENT_TIMEOUT,
+            reset=_keep_session,
         )
         storage = cls(url, pool, **options)
         try:
