@@ -135,6 +135,8 @@ async def _keep_session(connection: Connection) -> None:
     session (RESET ALL, UNLISTEN, advisory unlocks), a round trip after every statement; the bot's
     statements leave no session state (its locks end with their transaction, and it listens on a
     connection of its own)."""
+
+
 # No statement of the bot's takes more than milliseconds: one that hangs (a lost server, a lock held
 # elsewhere) fails after this instead of holding a job, or a member's command, forever.
 STATEMENT_TIMEOUT = 30.0
