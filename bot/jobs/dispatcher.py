@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 
-from bot.jobs.events import NeverAnsweredError, Presenter
+from bot.jobs.events import Presenter
 from bot.jobs.model import JobRecord, JobState
 from bot.jobs.progress import ProgressReporter, Status
 from bot.jobs.runner import JobRunner
@@ -189,6 +189,6 @@ class Dispatcher:
         found = await self._presenter.find_placeholder(job)
         if found is None:
             await self._storage.fail(job.id, outcome="not answered", detail="never answered", finished_at=time.time())
-            log.info("job %s was never answered: %s", job.id, NeverAnsweredError.__doc__)
+            log.info("job %s was never answered: its process stopped before the placeholder went out", job.id)
             return None
         return await self._storage.record_placeholder(job.id, found, detail="placeholder found")

@@ -31,10 +31,6 @@ class UnconfirmedSubmitError(WaveSpeedError):
     retryable = False
 
 
-class NeverAnsweredError(Exception):
-    """The bot stopped around answering the command and no answer was found: nobody is waiting."""
-
-
 @dataclass(frozen=True)
 class Delivered:
     """Where the result went: the message id when it is not the placeholder itself (a new channel
