@@ -49,7 +49,6 @@ class DiscordPresenter:
         self._storage = storage
         self._guild_settings = guild_settings
         self._modlog = modlog
-        self._sent_urls: dict[int, str] = {}  # job id -> the new message a late delivery posted
         # One placeholder per job while it runs: it remembers a token Discord declared dead, so
         # the bot never uses it again (401s count toward Discord's invalid-request ban).
         self._placeholders: dict[int, Placeholder] = {}
@@ -101,16 +100,13 @@ class DiscordPresenter:
         # The images are out: a placeholder that cannot point to them must not fail the job.
         url = jump_url(sent, job.guild_id)
         await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url)))
-        self._sent_urls[job.id] = url
-        return Delivered(sent.id)
+        return Delivered(sent.id, url)
 
     async def delivered(
         self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered
     ) -> None:
         """The moderation log's entry, with every image (flagged ones behind a spoiler)."""
-        url = self._sent_urls.pop(job.id, None) or message_url(
-            job.guild_id, job.channel_id, where.result_message_id or job.message_id
-        )
+        url = where.link or message_url(job.guild_id, job.channel_id, job.message_id)
         await self._modlog.post(job.guild_id, generation_entry(job, prediction, outputs, url), outputs)
 
     async def find_placeholder(self, job: JobRecord) -> int | None:

@@ -172,11 +172,9 @@ class Dispatcher:
         for job in adopted:
             log.info("adopting job %s (%s)", job.id, job.state)
             if job.state is S.QUEUED:
-                if job.message_id is None:
-                    job = await self._answered(job)  # type: ignore[assignment]
-                    if job is None:
-                        continue
-                self.watch(job)
+                placed = job if job.message_id is not None else await self._answered(job)
+                if placed is not None:
+                    self.watch(placed)
             elif not self._runner.running(job.id):
                 self._runner.start(job, resumed=True)
         if adopted:

@@ -37,6 +37,7 @@ class Delivered:
     message or a DM after the interaction token expired), None when the placeholder became it."""
 
     result_message_id: int | None
+    link: str | None = None  # where that message is, for the moderation log
 
 
 class Presenter(Protocol):

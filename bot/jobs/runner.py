@@ -145,6 +145,7 @@ class JobRunner:
 
     async def _fail(self, run: _Run, error: BaseException) -> None:
         job = run.job
+        self._limited_since.pop(job.id, None)
         if isinstance(error, WaveSpeedError):
             name = type(error).__name__
             log.warning("job %s failed (prediction %s): %s: %s", job.id, job.prediction_id, name, error)

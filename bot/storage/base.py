@@ -158,15 +158,20 @@ class Storage(abc.ABC):
         return await self._insert_job(values, tag, (job.user_id,))
 
     async def _insert_job(
-        self, values: dict[str, object], tag: str, tag_args: Sequence[object], *, prefix: str = ""
+        self,
+        values: dict[str, object],
+        tag: str,
+        tag_args: Sequence[object] = (),
+        *,
+        prefix: str = "",
+        prefix_args: Sequence[object] = (),
     ) -> JobRecord:
-        """The one INSERT of a job; `tag` is the SQL of its round, `prefix` a WITH clause it may use."""
+        """The one INSERT of a job; `tag` is the SQL of its round, `prefix` a WITH clause it may use
+        (each with its own arguments, in the order they stand in the statement)."""
         row = await self._one(
             f"{prefix}INSERT INTO jobs ({', '.join(values)}, updated_at, lease_until, queue_tag) "
             f"VALUES ({_marks(values)}, {self.NOW}, {self.NOW} + ?, {tag}) RETURNING *",
-            (*tag_args, *values.values(), self.lease_seconds)
-            if prefix
-            else (*values.values(), self.lease_seconds, *tag_args),
+            (*prefix_args, *values.values(), self.lease_seconds, *tag_args),
         )
         assert row is not None
         return JobRecord.from_row(row)

@@ -236,7 +236,7 @@ class PostgresStorage(Storage):
             "SET last_tag = GREATEST(member_rounds.last_tag + 1, EXCLUDED.last_tag) RETURNING last_tag) "
         )
         return await self._insert_job(
-            self._job_values(job), "(SELECT last_tag FROM tag)", (job.user_id,), prefix=rounds
+            self._job_values(job), "(SELECT last_tag FROM tag)", prefix=rounds, prefix_args=(job.user_id,)
         )
 
     async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
