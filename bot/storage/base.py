@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.limits import Usage, next_utc_midnight
+from bot.storage.batch import Batcher
 
 S = JobState
 DAY = 86400.0
@@ -90,6 +91,8 @@ class Storage(abc.ABC):
         self.owner = owner or new_owner_id()
         self.lease_seconds = lease_seconds
         self._listeners: list[Listener] = []
+        self._creations = Batcher(self._create_jobs, name="job creations")
+        self._placements = Batcher(self._record_placeholders, name="placeholders recorded")
 
     # -- what a backend supplies ------------------------------------------------------------------
     @abc.abstractmethod
@@ -149,32 +152,57 @@ class Storage(abc.ABC):
     # -- jobs ---------------------------------------------------------------------------------------
     async def create_job(self, job: NewJob) -> JobRecord:
         """Write a new queued job, owned by this process, with its place in the fair line: one round
-        after the member's previous job, never before the line's current round."""
-        values = self._job_values(job)
+        after the member's previous job, never before the line's current round. Jobs asked for at
+        the same moment are written by one statement (`bot.storage.batch`)."""
+        return await self._creations(job)
+
+    async def _create_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
+        """One INSERT per run of jobs from distinct members: a member's round is read (or, on
+        PostgreSQL, upserted) once per statement, so two of one member's jobs go in two."""
+        created: list[JobRecord] = []
+        run: list[NewJob] = []
+        for job in [*jobs, None]:
+            if job is None or any(other.user_id == job.user_id for other in run):
+                created += await self._insert_jobs(run)
+                run = []
+            if job is not None:
+                run.append(job)
+        return created
+
+    async def _insert_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
+        """Jobs of distinct members, each a round after its member's last job."""
         tag = (
             f"(SELECT {self.GREATEST}(q.virtual_time, COALESCE((SELECT MAX(j.queue_tag) + 1 FROM jobs j "
             "WHERE j.user_id = ?), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
         )
-        return await self._insert_job(values, tag, (job.user_id,))
+        return await self._insert_rows(jobs, tag, lambda job: (job.user_id,))
 
-    async def _insert_job(
+    async def _insert_rows(
         self,
-        values: dict[str, object],
+        jobs: list[NewJob],
         tag: str,
-        tag_args: Sequence[object] = (),
+        tag_args: Callable[[NewJob], Sequence[object]],
         *,
         prefix: str = "",
         prefix_args: Sequence[object] = (),
-    ) -> JobRecord:
-        """The one INSERT of a job; `tag` is the SQL of its round, `prefix` a WITH clause it may use
-        (each with its own arguments, in the order they stand in the statement)."""
-        row = await self._one(
-            f"{prefix}INSERT INTO jobs ({', '.join(values)}, updated_at, lease_until, queue_tag) "
-            f"VALUES ({_marks(values)}, {self.NOW}, {self.NOW} + ?, {tag}) RETURNING *",
-            (*prefix_args, *values.values(), self.lease_seconds, *tag_args),
+    ) -> list[JobRecord]:
+        """The one INSERT of jobs; `tag` is the SQL of a job's round (with `tag_args(job)`), `prefix`
+        a WITH clause it may use (with its own arguments, in the order they stand in the statement)."""
+        if not jobs:
+            return []
+        rows = [self._job_values(job) for job in jobs]
+        columns = list(rows[0])
+        row = f"({_marks(columns)}, {self.NOW}, {self.NOW} + ?, {tag})"
+        args: list[object] = [*prefix_args]
+        for job, values in zip(jobs, rows, strict=True):
+            args += [*values.values(), self.lease_seconds, *tag_args(job)]
+        written = await self._rows(
+            f"{prefix}INSERT INTO jobs ({', '.join(columns)}, updated_at, lease_until, queue_tag) "
+            f"VALUES {', '.join([row] * len(jobs))} RETURNING *",
+            args,
         )
-        assert row is not None
-        return JobRecord.from_row(row)
+        by_interaction = {int(r["interaction_id"]): JobRecord.from_row(r) for r in written}
+        return [by_interaction[job.interaction_id] for job in jobs]
 
     def _job_values(self, job: NewJob) -> dict[str, object]:
         values: dict[str, object] = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
@@ -229,8 +257,26 @@ class Storage(abc.ABC):
     async def record_placeholder(
         self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted"
     ) -> JobRecord:
-        """The job's placeholder is up (queued -> queued): from now on it may be claimed."""
-        return await self._move(job_id, S.QUEUED, detail=detail, only_from=S.QUEUED, message_id=message_id)
+        """The job's placeholder is up (queued -> queued): from now on it may be claimed. Placeholders
+        recorded at the same moment are written by one statement (`bot.storage.batch`)."""
+        placed = await self._placements((job_id, message_id, detail))
+        if placed is None:
+            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
+            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {S.QUEUED} is not a transition")
+        return placed
+
+    async def _record_placeholders(self, placed: list[tuple[int, int | None, str]]) -> list[JobRecord | None]:
+        """One UPDATE for many (job id, message id, detail); None for a job no longer waiting."""
+        rows = ", ".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT))"] * len(placed))
+        matched = await self._rows(
+            f"WITH placed (id, message_id, detail) AS (VALUES {rows}) UPDATE jobs SET state = ?, "
+            "message_id = (SELECT p.message_id FROM placed p WHERE p.id = jobs.id), "
+            f"last_detail = (SELECT p.detail FROM placed p WHERE p.id = jobs.id), updated_at = {self.NOW} "
+            "WHERE id IN (SELECT id FROM placed) AND state = ? RETURNING *",
+            (*(value for item in placed for value in item), S.QUEUED.value, S.QUEUED.value),
+        )
+        by_id = {int(r["id"]): JobRecord.from_row(r) for r in matched}
+        return [by_id.get(job_id) for job_id, _, _ in placed]
 
     async def requeue(self, job_id: int, *, detail: str = "rate limited") -> JobRecord:
         """WaveSpeed provably refused the submit (429): back in line, at its old place."""
