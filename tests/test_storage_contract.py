@@ -289,6 +289,39 @@ async def test_placeholders_recorded_at_once_each_land_and_a_cancelled_job_is_re
     assert (await storage.job_events(jobs[0].id))[-1] == ("queued", "queued", "placeholder posted")
 
 
+async def test_moves_asked_for_at_once_each_land_once_with_their_own_values(storage: Storage):
+    """Moves of one kind at the same moment are one statement (bot.storage.batch): each job gets its
+    own values; a job moved twice at once moves once (the second finds it ended); a job not in a
+    state that may move is refused alone."""
+    ids = [await queued(storage, n, user_id=USER + n) for n in range(6)]
+    claimed = await storage.claim(capacity=10, limit=10)
+    assert sorted(job.id for job in claimed) == ids
+    submitted = await asyncio.gather(
+        *(storage.mark_submitted(job_id, prediction_id=f"p{n}", submitted_at=100.0 + n) for n, job_id in enumerate(ids))
+    )
+    assert [(j.id, j.prediction_id, j.submitted_at, j.state) for j in submitted] == [
+        (job_id, f"p{n}", 100.0 + n, S.SUBMITTED) for n, job_id in enumerate(ids)
+    ]
+    ends = await asyncio.gather(
+        storage.fail(ids[0], outcome="first", finished_at=5.0),
+        storage.fail(ids[0], outcome="second", finished_at=6.0),
+        storage.fail(ids[1], outcome="other", finished_at=7.0),
+        storage.fail(ids[2], outcome="third", detail="why", finished_at=8.0),
+        return_exceptions=True,
+    )
+    assert isinstance(ends[1], InvalidTransitionError)
+    first, _, other, third = ends
+    assert not isinstance(first, BaseException) and (first.state, first.outcome, first.finished_at) == (
+        S.FAILED,
+        "first",
+        5.0,
+    )
+    assert not isinstance(other, BaseException) and (other.state, other.outcome) == (S.FAILED, "other")
+    assert not isinstance(third, BaseException) and third.interaction_token == "" and third.owner is None
+    assert (await storage.job_events(ids[2]))[-1] == ("submitted", "failed", "why")
+    assert (await storage.job_events(ids[0]))[-1] == ("submitted", "failed", None)
+
+
 async def test_claim_respects_capacity_and_the_pause(storage: Storage):
     assert abs(await storage.clock() - time.time()) < 5
     first, second, third = [await queued(storage, n, user_id=USER + n) for n in range(3)]

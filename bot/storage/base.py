@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -26,7 +27,7 @@ from typing import Any
 
 from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.limits import Usage, next_utc_midnight
-from bot.storage.batch import Batcher
+from bot.storage.batch import Batcher, distinct_runs
 
 S = JobState
 DAY = 86400.0
@@ -37,9 +38,15 @@ ACTIVE = tuple(s.value for s in JobState if s not in TERMINAL)
 RUNNING = (S.SUBMITTING.value, S.SUBMITTED.value)
 _TERMINAL = tuple(s.value for s in TERMINAL)
 # Columns a move may set besides the state.
-FIELDS = frozenset(
-    {"prediction_id", "message_id", "result_message_id", "submitted_at", "finished_at", "inference_ms", "outcome"}
-)
+FIELDS = {  # and their SQL types
+    "prediction_id": "TEXT",
+    "message_id": "BIGINT",
+    "result_message_id": "BIGINT",
+    "submitted_at": "DOUBLE PRECISION",
+    "finished_at": "DOUBLE PRECISION",
+    "inference_ms": "BIGINT",
+    "outcome": "TEXT",
+}
 # Wake-up channels: a job joined or left the line or a slot came free; a pushed result arrived;
 # a server's moderation settings changed (payload: the guild id).
 QUEUE, PUSH, SETTINGS = "imagine_queue", "imagine_push", "imagine_settings"
@@ -92,7 +99,7 @@ class Storage(abc.ABC):
         self.lease_seconds = lease_seconds
         self._listeners: list[Listener] = []
         self._creations = Batcher(self._create_jobs, name="job creations")
-        self._placements = Batcher(self._record_placeholders, name="placeholders recorded")
+        self._moves: dict[tuple[JobState, JobState | None, tuple[str, ...]], Batcher[Any, JobRecord | None]] = {}
 
     # -- what a backend supplies ------------------------------------------------------------------
     @abc.abstractmethod
@@ -160,13 +167,8 @@ class Storage(abc.ABC):
         """One INSERT per run of jobs from distinct members: a member's round is read (or, on
         PostgreSQL, upserted) once per statement, so two of one member's jobs go in two."""
         created: list[JobRecord] = []
-        run: list[NewJob] = []
-        for job in [*jobs, None]:
-            if job is None or any(other.user_id == job.user_id for other in run):
-                created += await self._insert_jobs(run)
-                run = []
-            if job is not None:
-                run.append(job)
+        for run in distinct_runs(jobs, key=lambda job: job.user_id):
+            created += await self._insert_jobs(run)
         return created
 
     async def _insert_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
@@ -233,50 +235,59 @@ class Storage(abc.ABC):
     ) -> JobRecord:
         """Move a job to `to`, setting `fields`: the only statement that changes a job's state. It
         matches only a job in a state that may move to `to` (or only `only_from`, for verbs that
-        share a target state); a job that ends loses its interaction token and its lease."""
-        unknown = set(fields) - FIELDS
+        share a target state); a job that ends loses its interaction token and its lease. Moves of
+        one kind asked for at the same moment are one statement (`bot.storage.batch`)."""
+        unknown = set(fields) - FIELDS.keys()
         if unknown:
             raise ValueError(f"not a job field: {sorted(unknown)}")
+        names = tuple(sorted(fields))
+        kind = (to, only_from, names)
+        if (moves := self._moves.get(kind)) is None:
+            moves = self._moves[kind] = Batcher(
+                functools.partial(self._move_all, to, only_from, names), name=f"moves to {to.value}"
+            )
+        moved = await moves((job_id, detail or None, *(fields[name] for name in names)))
+        if moved is None:
+            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
+            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
+        return moved
+
+    async def _move_all(
+        self, to: JobState, only_from: JobState | None, names: tuple[str, ...], moves: list[tuple[Any, ...]]
+    ) -> list[JobRecord | None]:
+        """One UPDATE per run of distinct jobs; each move is (job id, detail, *values of `names`).
+        None for a job that was not in a state that may move to `to`."""
+        moved: list[JobRecord | None] = []
+        for run in distinct_runs(moves, key=lambda move: move[0]):
+            by_id = await self._update_jobs(to, only_from, names, run)
+            moved += [by_id.get(int(move[0])) for move in run]
+        return moved
+
+    async def _update_jobs(
+        self, to: JobState, only_from: JobState | None, names: tuple[str, ...], moves: list[tuple[Any, ...]]
+    ) -> dict[int, JobRecord]:
         sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
         if only_from is not None:
             sources = [s for s in sources if s == only_from.value]
-        values: dict[str, object] = {**fields, "state": to.value, "last_detail": detail or None}
+        # Each move's values are a row of a table `m`, typed: PostgreSQL cannot guess a type there.
+        types = ("BIGINT", "TEXT", *(FIELDS[name] for name in names))
+        row = "(" + ", ".join(f"CAST(? AS {kind})" for kind in types) + ")"
+        assignments = [f"{name} = (SELECT m.{name} FROM m WHERE m.id = jobs.id)" for name in ("last_detail", *names)]
         if to in TERMINAL:
-            values.update(interaction_token=None, owner=None)
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        row = await self._one(
-            f"UPDATE jobs SET {assignments}, updated_at = {self.NOW} WHERE id = ? AND state IN ({_marks(sources)}) "
-            "RETURNING *",
-            (*values.values(), job_id, *sources),
+            assignments += ["interaction_token = NULL", "owner = NULL"]
+        rows = await self._rows(
+            f"WITH m (id, {', '.join(('last_detail', *names))}) AS (VALUES {', '.join([row] * len(moves))}) "
+            f"UPDATE jobs SET state = ?, {', '.join(assignments)}, updated_at = {self.NOW} "
+            f"WHERE id IN (SELECT m.id FROM m) AND state IN ({_marks(sources)}) RETURNING *",
+            (*(value for move in moves for value in move), to.value, *sources),
         )
-        if row is None:
-            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
-            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
-        return JobRecord.from_row(row)
+        return {int(r["id"]): JobRecord.from_row(r) for r in rows}
 
     async def record_placeholder(
         self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted"
     ) -> JobRecord:
-        """The job's placeholder is up (queued -> queued): from now on it may be claimed. Placeholders
-        recorded at the same moment are written by one statement (`bot.storage.batch`)."""
-        placed = await self._placements((job_id, message_id, detail))
-        if placed is None:
-            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
-            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {S.QUEUED} is not a transition")
-        return placed
-
-    async def _record_placeholders(self, placed: list[tuple[int, int | None, str]]) -> list[JobRecord | None]:
-        """One UPDATE for many (job id, message id, detail); None for a job no longer waiting."""
-        rows = ", ".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT))"] * len(placed))
-        matched = await self._rows(
-            f"WITH placed (id, message_id, detail) AS (VALUES {rows}) UPDATE jobs SET state = ?, "
-            "message_id = (SELECT p.message_id FROM placed p WHERE p.id = jobs.id), "
-            f"last_detail = (SELECT p.detail FROM placed p WHERE p.id = jobs.id), updated_at = {self.NOW} "
-            "WHERE id IN (SELECT id FROM placed) AND state = ? RETURNING *",
-            (*(value for item in placed for value in item), S.QUEUED.value, S.QUEUED.value),
-        )
-        by_id = {int(r["id"]): JobRecord.from_row(r) for r in matched}
-        return [by_id.get(job_id) for job_id, _, _ in placed]
+        """The job's placeholder is up (queued -> queued): from now on it may be claimed."""
+        return await self._move(job_id, S.QUEUED, detail=detail, only_from=S.QUEUED, message_id=message_id)
 
     async def requeue(self, job_id: int, *, detail: str = "rate limited") -> JobRecord:
         """WaveSpeed provably refused the submit (429): back in line, at its old place."""

@@ -95,3 +95,17 @@ def _settle(future: asyncio.Future[R], *, result: R | None = None, error: BaseEx
         future.set_exception(error)
     else:
         future.set_result(result)  # type: ignore[arg-type]
+
+
+def distinct_runs(items: Sequence[T], *, key: Callable[[T], object]) -> list[list[T]]:
+    """`items` cut, in order, into runs in which no `key` repeats: one statement may touch a row only
+    once (a member's round, a job's move), so a second touch goes in the next statement."""
+    runs: list[list[T]] = []
+    seen: set[object] = set()
+    for item in items:
+        if not runs or key(item) in seen:
+            runs.append([])
+            seen = set()
+        runs[-1].append(item)
+        seen.add(key(item))
+    return runs
