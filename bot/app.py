@@ -24,6 +24,7 @@ from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.foreground import Foreground
 from bot.jobs.runner import JobRunner
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
@@ -60,6 +61,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.guild_settings = GuildSettingsStore(storage)
         self.modlog = ModLog(self, self.guild_settings)
         self.presenter = DiscordPresenter(self, storage, self.guild_settings, self.modlog)
+        self.foreground = Foreground()  # commands being answered come first
         self.runner = JobRunner(
             wavespeed,
             storage,
@@ -68,8 +70,11 @@ class ImagineBot(commands.AutoShardedBot):
             edit_model=settings.wavespeed_edit_model,
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
+            foreground=self.foreground,
         )
-        self.dispatcher = Dispatcher(storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs)
+        self.dispatcher = Dispatcher(
+            storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
+        )
         self.admission = Admission(
             self.runner,
             self.dispatcher,
@@ -78,6 +83,7 @@ class ImagineBot(commands.AutoShardedBot):
             access=settings.access,
             guild_settings=self.guild_settings,
             modlog=self.modlog,
+            foreground=self.foreground,
         )
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days

@@ -17,6 +17,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.httpserver import quiet_accept_errors
 from bot.logs import setup_logging
 from bot.metrics import LoopLagMonitor
+from bot.runtime import tune_garbage_collector
 from bot.storage import open_storage
 from bot.storage.base import PUSH, Storage
 from bot.tasks import create_task
@@ -127,6 +128,7 @@ def main() -> None:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(settings.log_level, settings.secrets(), libraries=settings.log_level_libraries)
+    tune_garbage_collector()
     try:
         asyncio.run(_serve_until_signalled(settings))
     except discord.LoginFailure:
