@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -190,26 +190,60 @@ class Deliveries:
 
 @dataclass
 class Takeover:
-    """One process killed while it owned `owned` (interaction id -> state at the kill)."""
+    """One process killed while it owned `owned` (interaction id -> state at the kill).
+
+    Taken over means: every job it owned has a live owner again (or has ended), and every one it had
+    started is delivered. Its waiting jobs are adopted at once but start in their turn in the one
+    line, like everyone's: when they are delivered depends on the queue, not on the takeover, so
+    their delivery is reported beside the figure, not in it."""
 
     pid: int
     killed_at: float
     owned: dict[int, str]
-    seconds: float | None = None  # from the kill to the delivery of the last owned job; None: some never ended
+    seconds: float | None = None  # the takeover as above; None: some job never ended
     summary: str = ""
+    adopted_at: dict[int, float] = field(default_factory=dict)  # interaction id -> when another process owned it
+    _watch: asyncio.Task[None] | None = None
 
-    def measure(self, deliveries: Deliveries) -> None:
+    def watch_adoption(self, database: str) -> None:
+        self._watch = asyncio.create_task(self._adoptions(database))
+
+    async def _adoptions(self, database: str) -> None:
+        """Poll who owns the killed process's jobs until every one has another owner or ended."""
+        connection = await asyncpg.connect(database, timeout=pg.CONNECT_TIMEOUT)
+        try:
+            while len(self.adopted_at) < len(self.owned):
+                rows = await connection.fetch(
+                    "SELECT interaction_id, owner FROM jobs WHERE interaction_id = ANY($1::bigint[])",
+                    [i for i in self.owned if i not in self.adopted_at],
+                )
+                now = time.monotonic()
+                for r in rows:
+                    if r["owner"] is None or r["owner"].rsplit(":", 2)[1] != str(self.pid):
+                        self.adopted_at[int(r["interaction_id"])] = now
+                await asyncio.sleep(0.1)
+        finally:
+            await connection.close()
+
+    async def measure(self, deliveries: Deliveries) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch, timeout=5)
         started = {i for i, state in self.owned.items() if state != JobState.QUEUED.value}
         late = {i: deliveries.delivered_at[i] - self.killed_at for i in self.owned if i in deliveries.delivered_at}
         without = self.owned.keys() & deliveries.without_images
         missing = len(self.owned) - len(late) - len(without)
+        adopted = max((at - self.killed_at for at in self.adopted_at.values()), default=0.0)
+        started_delivered = max((late[i] for i in started if i in late), default=0.0)
         last = max(late.values(), default=float("nan"))
-        self.seconds = None if missing else last
+        unadopted = len(self.owned) - len(self.adopted_at)
+        self.seconds = None if missing or unadopted else max(adopted, started_delivered)
         self.summary = (
             f"killed pid {self.pid} owning {len(self.owned)} unfinished job(s) ({len(started)} started, "
-            f"{len(self.owned) - len(started)} waiting): the last delivered {last:.1f} s after the kill "
-            f"(of the started ones: {max((late[i] for i in started if i in late), default=float('nan')):.1f} s); "
-            f"{len(without)} ended without images (caught mid-submit: never sent again), {missing} never ended"
+            f"{len(self.owned) - len(started)} waiting): all adopted {adopted:.1f} s after the kill, "
+            f"the started ones delivered by {started_delivered:.1f} s; the last of all (waiting ones start in "
+            f"their turn) delivered {last:.1f} s after; {len(without)} ended without images (caught mid-submit: "
+            f"never sent again), {missing} never ended, {unadopted} never adopted"
         )
 
 
@@ -235,4 +269,6 @@ async def kill_owner(bot: BotProcess, database: str) -> Takeover:
     stopped_at = time.monotonic()
     owned = await owned_jobs(database, pid)
     await bot.kill()
-    return Takeover(pid, stopped_at, owned)
+    takeover = Takeover(pid, stopped_at, owned)
+    takeover.watch_adoption(database)
+    return takeover
