@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import signal
 import sqlite3
@@ -90,6 +91,13 @@ def peak_rss_mb(pid: int) -> float | None:
     """The process's peak resident set (VmHWM), Linux only."""
     found = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
     return int(found[1]) / 1024 if found else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, Linux only: what a burst costs the bot,
+    whatever else the machine runs meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loop_lag_p99_ms(log: str) -> float | None:
