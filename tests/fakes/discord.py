@@ -116,12 +116,13 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
 
     # -- lifecycle and addresses ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1 at `port` (0: a free one; a test may name one a bot already tries)."""
         app = web.Application(client_max_size=64 * p.MiB)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._download)
-        self._runner, self._port = await serve_on_loopback(app)
+        self._runner, self._port = await serve_on_loopback(app, port)
 
     async def close(self) -> None:
         self._released.set()
