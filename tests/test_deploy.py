@@ -94,3 +94,10 @@ def test_the_dashboard_asks_only_for_exported_series_and_shows_every_one():
     ours = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names if n.startswith("imagine_")}
     shown = {re.sub(r"_(bucket|count|sum)$", "", n) for n in asked}
     assert ours <= shown, ours - shown
+
+
+def test_env_example_names_every_setting():
+    from bot.config import Settings
+
+    documented = (ROOT / ".env.example").read_text()
+    assert [name.upper() for name in Settings.model_fields if name.upper() not in documented] == []
