@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -79,7 +80,13 @@ async def serve(
     lag = LoopLagMonitor(on_sample=metrics.loop_lag)
     lag.start()
     try:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as error:  # the port is taken (another bot?), or the address is not this host's
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({os.strerror(error.errno) if error.errno else error}): "
+                "set HTTP_PORT to a free port"
+            ) from None
         if on_listening is not None:
             on_listening(server.port)
         await _run(settings, stop, metrics, readiness, server, pushes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -124,6 +125,21 @@ async def test_a_database_from_a_newer_version_is_one_line(tmp_path, database_ur
         r"schema version 99, newer than this bot \(\d+\); run a newer version of the bot or restore a backup$",
         one_line(log),
     )
+
+
+async def test_a_port_already_taken_is_one_line(tmp_path, database_url, discord_fake, wavespeed):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = fake_env(discord_fake, wavespeed, DATABASE_URL=database_url, HTTP_PORT=str(port))
+        status, log = await finished(await spawn(env, tmp_path))
+
+    assert status == 1
+    assert one_line(log).endswith(
+        f"cannot start: cannot listen on 127.0.0.1:{port} (Address already in use): set HTTP_PORT to a free port"
+    )
+    assert not discord_fake.identify_count  # nothing else was started
 
 
 @pytest.mark.sqlite_only
