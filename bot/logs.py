@@ -117,6 +117,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class OneLineReconnects(logging.Filter):
+    """discord.py logs each gateway reconnect attempt at ERROR with the whole traceback of why the
+    connection dropped (a network blip is 30 lines). Here it is one line with the cause's kind and
+    text; the traceback stays only when the host asked for library DEBUG lines."""
+
+    def __init__(self, *, keep_traceback: bool) -> None:
+        super().__init__()
+        self._keep = keep_traceback
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._keep or not record.exc_info or not record.name.startswith("discord."):
+            return True
+        if not str(record.msg).startswith("Attempting a reconnect"):
+            return True
+        error = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+        record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 def level_number(name: str) -> int:
     return logging.getLevelNamesMapping()[name.upper()]
 
@@ -132,6 +152,7 @@ def setup_logging(level: str, secrets: Iterable[str], *, libraries: str = "INFO"
         handler.setFormatter(JsonFormatter(secrets))
     else:
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
+    handler.addFilter(OneLineReconnects(keep_traceback=level_number(libraries) <= logging.DEBUG))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level_number(level), level_number(libraries)))

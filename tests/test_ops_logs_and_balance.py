@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -93,3 +94,27 @@ async def test_a_low_balance_is_told_once_a_day_in_the_log_and_the_moderation_lo
     assert "WaveSpeed balance" not in embeds_text(await answered(fake, member))
     shown = embeds_text(await answered(fake, manager))
     assert "WaveSpeed balance (the bot's account): $3.25 ⚠️ **low**" in shown
+
+
+def test_a_gateway_reconnect_is_one_line_unless_library_debug_is_asked_for(capsys):
+    from bot.logs import setup_logging
+    from tests.test_logs import logging_restored
+
+    def reconnect_attempt() -> str:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as error:  # as discord.py's shard logs it
+            logging.getLogger("discord.shard").error(
+                "Attempting a reconnect for shard ID %s in %.2fs", 0, 1.5, exc_info=error
+            )
+        return str(capsys.readouterr().err)
+
+    with logging_restored():
+        setup_logging("INFO", [], libraries="INFO")
+        [line] = reconnect_attempt().splitlines()
+        assert line.endswith(
+            "ERROR   discord.shard: Attempting a reconnect for shard ID 0 in 1.50s "
+            "(ConnectionResetError: [Errno 104] Connection reset by peer)"
+        )
+        setup_logging("INFO", [], libraries="DEBUG")
+        assert "Traceback" in reconnect_attempt()
