@@ -25,6 +25,7 @@ from bot.cogs.usage import UsageCog
 from bot.config import Settings
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import JobRecord
 from bot.jobs.runner import JobRunner
 from bot.metrics import NOOP, Metrics
@@ -97,6 +98,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.guild_settings = GuildSettingsStore(storage)
         self.modlog = ModLog(self, self.guild_settings)
         self.presenter = DiscordPresenter(self, storage, self.guild_settings, self.modlog)
+        self.foreground = Foreground()  # commands being answered come first
         self.runner = JobRunner(
             wavespeed,
             storage,
@@ -105,9 +107,12 @@ class ImagineBot(commands.AutoShardedBot):
             edit_model=settings.wavespeed_edit_model,
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
+            foreground=self.foreground,
             metrics=metrics,
         )
-        self.dispatcher = Dispatcher(storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs)
+        self.dispatcher = Dispatcher(
+            storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
+        )
         self.admission = MeteredAdmission(
             self.runner,
             self.dispatcher,
@@ -116,6 +121,7 @@ class ImagineBot(commands.AutoShardedBot):
             access=settings.access,
             guild_settings=self.guild_settings,
             modlog=self.modlog,
+            foreground=self.foreground,
             metrics=metrics,
         )
         self.guild_ids = tuple(settings.discord_guild_ids)

@@ -35,6 +35,7 @@ from bot.ops.health import Readiness
 from bot.ops.prometheus import PrometheusMetrics
 from bot.ops.server import OpsServer
 from bot.ops.startup import StartupError, Stopped, check_discord, check_wavespeed, open_database, retrying
+from bot.runtime import tune_garbage_collector
 from bot.storage.base import PUSH, Storage
 from bot.tasks import create_task
 from bot.wavespeed import webhook
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(
         settings.log_level, settings.secrets(), libraries=settings.log_level_libraries, fmt=settings.log_format
     )
+    tune_garbage_collector()
     try:
         asyncio.run(_serve_until_signalled(settings))
     except StartupError as error:

@@ -31,6 +31,8 @@ from bot.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
+EXPIRED = 10062  # Discord: Unknown interaction (its token's 3 seconds are over)
+
 _RATIO_NAMES = {
     "21:9": "21:9 ultrawide",
     "16:9": "16:9 widescreen",
@@ -135,21 +137,26 @@ EDIT_SOURCE_MAX = 20 * 1024 * 1024  # what the bot lets WaveSpeed fetch from Dis
 async def start_from_command(
     admission: Admission, interaction: discord.Interaction, params: ImagineParams, *, kind: str = "imagine"
 ) -> None:
-    """Admit the request and answer the interaction with the job's placeholder."""
-    job = await admission.admit(interaction, params, kind=kind)
-    if isinstance(job, Refusal):
-        await reply_privately(interaction, render.refusal_text(job))
-        return
-    try:
-        response = await interaction.response.send_message(
-            embed=render.placeholder_embed(params, Stage.QUEUED), view=cancel_view(job.id), allowed_mentions=NO_MENTIONS
-        )
-    except discord.HTTPException as error:
-        await admission.not_placed(job)
-        if error.code == 10062:  # answered too late (an overloaded bot): nothing was sent, nothing to say
-            log.warning("interaction %s expired before the bot could answer it", interaction.id)
-            return
-        raise
+    """Admit the request and answer the interaction with the job's placeholder. Until the answer is
+    out, work that can wait does (`bot.jobs.foreground`)."""
+    with admission.foreground.answer():
+        job = await admission.admit(interaction, params, kind=kind)
+        try:
+            if isinstance(job, Refusal):
+                await reply_privately(interaction, render.refusal_text(job))
+                return
+            response = await interaction.response.send_message(
+                embed=render.placeholder_embed(params, Stage.QUEUED),
+                view=cancel_view(job.id),
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.HTTPException as error:
+            if not isinstance(job, Refusal):
+                await admission.not_placed(job)
+            if error.code == EXPIRED:  # answered too late (an overloaded bot): nothing was sent, nothing to say
+                log.warning("interaction %s expired before the bot could answer it", interaction.id)
+                return
+            raise
     await admission.placed(job, response.message_id)
 
 
@@ -159,6 +166,11 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
         message = "⚠️ One of the options has a value I can't use. Pick it from the list Discord offers."
     elif isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
         message = "⚠️ This command is out of date. Wait a minute for Discord to update it, then try again."
+    elif isinstance(original := getattr(error, "original", None), discord.HTTPException) and original.code == EXPIRED:
+        # The member's 3 seconds ran out (an overloaded bot): there is nobody left to answer, and a
+        # traceback per expired command would only make the overload worse.
+        log.warning("interaction %s expired before the bot could answer it", interaction.id)
+        return
     else:
         log.error("command failed", exc_info=error)
         message = "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."

@@ -141,11 +141,14 @@ async def start_reply(
     bot: Services, interaction: discord.Interaction, params: ImagineParams, *, kind: str, source: JobRecord
 ) -> None:
     """A job started from a result: its placeholder is a reply to that result, posted by the bot."""
-    job = await bot.admission.admit(interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True)
-    if isinstance(job, Refusal):
-        await reply_privately(interaction, render.refusal_text(job))
-        return
-    await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
+    with bot.admission.foreground.answer():  # deferred work waits until the press is acknowledged
+        job = await bot.admission.admit(
+            interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True
+        )
+        if isinstance(job, Refusal):
+            await reply_privately(interaction, render.refusal_text(job))
+            return
+        await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
     channel = interaction.channel
     reference = interaction.message.to_reference(fail_if_not_exists=False) if interaction.message else None
     if not isinstance(channel, discord.abc.Messageable):

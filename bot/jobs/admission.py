@@ -12,6 +12,7 @@ import time
 import discord
 
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, NewJob
 from bot.jobs.runner import JobRunner
 from bot.limits import Access, Limits, check
@@ -55,6 +56,7 @@ class Admission:
         guild_settings: GuildSettingsStore,
         modlog: ModLog,
         db_budget: float = DB_BUDGET,
+        foreground: Foreground | None = None,
     ) -> None:
         self._runner = runner
         self._dispatcher = dispatcher
@@ -65,6 +67,8 @@ class Admission:
         self._modlog = modlog
         self._lock = asyncio.Lock()  # count-then-create, one request at a time
         self._db_budget = db_budget
+        # Around admitting a command and answering it (the callers' part): deferred work waits meanwhile.
+        self.foreground = foreground or Foreground()
 
     async def admit(
         self,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.jobs.events import Presenter, UnconfirmedSubmitError
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, JobState
 from bot.jobs.outputs import prepare_outputs
 from bot.jobs.progress import ProgressReporter, Stage, Status, stage_for_status
@@ -62,6 +63,7 @@ class JobRunner:
         timeout: float,
         progress_interval: float = 1.5,
         resume_minimum: float = RESUME_MINIMUM,
+        foreground: Foreground | None = None,
         metrics: Metrics = NOOP,
     ) -> None:
         self._client = client
@@ -73,6 +75,7 @@ class JobRunner:
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._resume_minimum = resume_minimum
+        self._wait_turn = foreground.quiet if foreground is not None else None
         self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limited_since: dict[int, float] = {}  # job id -> first 429 on its submit (monotonic)
@@ -96,7 +99,9 @@ class JobRunner:
     def reporter(self, job: JobRecord, *, since: datetime | None = None) -> ProgressReporter:
         """Coalesced placeholder updates for one job, at most one per progress interval."""
         return ProgressReporter(
-            lambda status: self._presenter.show(job, status, since=since), min_interval=self._progress_interval
+            lambda status: self._presenter.show(job, status, since=since),
+            min_interval=self._progress_interval,
+            wait_turn=self._wait_turn,
         )
 
     async def close(self, grace: float = 0.0) -> None:
@@ -120,7 +125,10 @@ class JobRunner:
     async def _run(self, job: JobRecord, *, resumed: bool) -> None:
         job_context(job_id=job.id, guild_id=job.guild_id, prediction_id=job.prediction_id)  # this task's log lines
         since = datetime.fromtimestamp(job.submitted_at, UTC) if job.submitted_at is not None else None
-        run = _Run(job, ProgressReporter(lambda s: self._show(run, s), min_interval=self._progress_interval), resumed)
+        progress = ProgressReporter(
+            lambda s: self._show(run, s), min_interval=self._progress_interval, wait_turn=self._wait_turn
+        )
+        run = _Run(job, progress, resumed)
         run.since = since
         try:
             await self._advance(run)
