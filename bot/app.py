@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import discord
@@ -25,10 +26,16 @@ from bot.config import Settings
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
+from bot.jobs.model import JobRecord
 from bot.jobs.runner import JobRunner
+from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
+from bot.ops.balance import BalanceWatch
+from bot.ops.discord_errors import error_trace
+from bot.params import ImagineParams
 from bot.presenter import DiscordPresenter
+from bot.refusals import Refusal
 from bot.storage.base import Storage
 from bot.wavespeed.client import WaveSpeedClient
 
@@ -36,10 +43,37 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 3600.0
 DISCORD_CONNECTIONS = 64
+# The bot has no voice: discord.py's warnings that the voice libraries are missing are noise.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
+class MeteredAdmission(Admission):
+    """Admission that reports each refusal to the metrics (every way in passes here)."""
+
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    async def admit(
+        self, interaction: discord.Interaction, params: ImagineParams, **options: Any
+    ) -> JobRecord | Refusal:
+        answer = await super().admit(interaction, params, **options)
+        if isinstance(answer, Refusal):
+            self._metrics.refused(answer.reason)
+        return answer
 
 
 class ImagineBot(commands.AutoShardedBot):
-    def __init__(self, *, storage: Storage, wavespeed: WaveSpeedClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        wavespeed: WaveSpeedClient,
+        settings: Settings,
+        metrics: Metrics = NOOP,
+        balance: BalanceWatch | None = None,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -53,10 +87,13 @@ class ImagineBot(commands.AutoShardedBot):
             # Empty: discord.py asks Discord how many shards and runs them all here. Several processes
             # each run their own SHARD_IDS of SHARD_COUNT.
             shard_count=settings.shard_count,
+            http_trace=error_trace(metrics),  # Discord's error answers, counted by status and code
         )
         if settings.shard_ids:  # read when the shards launch
             self.shard_ids = list(settings.shard_ids)
         self.settings = settings
+        self.metrics = metrics
+        self.balance = balance
         self.storage = storage
         self.guild_settings = GuildSettingsStore(storage)
         self.modlog = ModLog(self, self.guild_settings)
@@ -71,11 +108,12 @@ class ImagineBot(commands.AutoShardedBot):
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
             foreground=self.foreground,
+            metrics=metrics,
         )
         self.dispatcher = Dispatcher(
             storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
         )
-        self.admission = Admission(
+        self.admission = MeteredAdmission(
             self.runner,
             self.dispatcher,
             storage,
@@ -84,6 +122,7 @@ class ImagineBot(commands.AutoShardedBot):
             guild_settings=self.guild_settings,
             modlog=self.modlog,
             foreground=self.foreground,
+            metrics=metrics,
         )
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days
@@ -93,8 +132,14 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
+        watch = self.balance
         await self.add_cog(
-            UsageCog(self.storage, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
+            UsageCog(
+                self.storage,
+                limits=self.settings.limits,
+                price_per_image=self.settings.price_per_image,
+                balance=(lambda: watch.last) if watch is not None else None,
+            )
         )
         self._set_contexts()
         self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart

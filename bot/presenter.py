@@ -20,6 +20,7 @@ from bot.jobs.model import JobRecord
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Stage, Status
 from bot.links import jump_url, message_url
+from bot.metrics import Route
 from bot.moderation.log import ModLog, generation_entry
 from bot.moderation.policy import apply_nsfw, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
@@ -86,6 +87,7 @@ class DiscordPresenter:
         def rendered(reviewed: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
             return render.result_embed(job.params, prediction, reviewed), reviewed
 
+        route: Route | None = None
         try:
             sent = await target.deliver(*rendered(shown.channel), view=view, private=rendered(shown.private))
         except discord.HTTPException as error:
@@ -95,12 +97,14 @@ class DiscordPresenter:
             log.warning("Discord refused the upload (%s); delivering links", error.code)
             links = Reviewed(*(o.without_files(prediction.output_urls) for o in (shown.channel, shown.private)))
             sent = await target.deliver(*rendered(links.channel), view=view, private=rendered(links.private))
+            route = "links"
+        route = route or target.route
         if sent is None:
-            return Delivered(None)
+            return Delivered(None, route=route)
         # The images are out: a placeholder that cannot point to them must not fail the job.
         url = jump_url(sent, job.guild_id)
         await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url)))
-        return Delivered(sent.id, url)
+        return Delivered(sent.id, url, route)
 
     async def delivered(
         self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered

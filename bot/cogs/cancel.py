@@ -47,6 +47,7 @@ class CancelButton(
             await reply_privately(interaction, "This request has already started, so it can't be cancelled any more.")
             return
         log.info("job %s cancelled by user %s", job.id, interaction.user.id)
+        bot.metrics.job_finished("cancelled")
         by = "you" if interaction.user.id == job.user_id else interaction.user.mention
         await interaction.response.edit_message(
             embed=render.cancelled_embed(job.params, by=by), view=None, allowed_mentions=NO_MENTIONS

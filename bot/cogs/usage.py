@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import discord
@@ -11,6 +12,7 @@ from discord.ext import commands
 
 from bot.delivery import NO_MENTIONS
 from bot.limits import Limits, Usage, describe_window, next_utc_midnight, window_frees_at
+from bot.ops.balance import Reading
 from bot.render import BRAND
 from bot.storage.base import Storage, Totals
 
@@ -32,6 +34,7 @@ def usage_embed(
     guild: Totals | None,
     price: float,
     in_guild: bool,
+    balance: Reading | None = None,
 ) -> discord.Embed:
     """Everything counts images. `guild` is given only to members who may see the server's totals.
     A server sees only its own figures: the whole bot's total (every server's) is the host's business,
@@ -63,12 +66,27 @@ def usage_embed(
         ]
         embed.add_field(name="Server totals (estimated spend)", value="\n".join(spend), inline=False)
         embed.set_footer(text=f"Estimated at ${price:g} per image. Failed and cancelled requests cost nothing.")
+        if balance is not None:
+            low = " ⚠️ **low**: the host should top it up" if balance.low else ""
+            embed.add_field(
+                name="WaveSpeed balance (the bot's account)",
+                value=f"${balance.dollars:,.2f}{low} · checked {_ts(balance.at)}",
+                inline=False,
+            )
     return embed
 
 
 class UsageCog(commands.Cog):
-    def __init__(self, storage: Storage, *, limits: Limits, price_per_image: float) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        limits: Limits,
+        price_per_image: float,
+        balance: Callable[[], Reading | None] | None = None,
+    ) -> None:
         self._storage = storage
+        self._balance = balance
         self._limits = limits
         self._price = price_per_image
 
@@ -92,5 +110,6 @@ class UsageCog(commands.Cog):
             guild=guild,
             price=self._price,
             in_guild=interaction.guild_id is not None,
+            balance=self._balance() if manager and self._balance is not None else None,
         )
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -72,8 +72,8 @@ def bot_env(
         port = free_port()
         env.update(
             WEBHOOK_URL=f"http://127.0.0.1:{port}",
-            WEBHOOK_HOST="127.0.0.1",
-            WEBHOOK_PORT=str(port),
+            HTTP_HOST="127.0.0.1",
+            HTTP_PORT=str(port),
             WAVESPEED_WEBHOOK_SECRET=wavespeed.webhook_secret,
         )
     return env
