@@ -46,6 +46,7 @@ from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import TEXT_TO_IMAGE, FakeWaveSpeed, Scenario
 from tests.perf.cluster import (
     LEASE_SECONDS,
+    BurstCost,
     Deliveries,
     Takeover,
     bot_env,
@@ -75,6 +76,7 @@ class Figures:
     cap: int | None = None
     max_in_flight: int | None = None
     takeover: Takeover | None = None
+    burst: BurstCost | None = None
     failed: int = 0
     harness_lag: str = ""
 
@@ -130,8 +132,11 @@ async def bench_bot(
             )
             for i in range(jobs)
         ]
+        burst = BurstCost.start([bot.process.pid for bot in bots if bot.process is not None])
         for payload in payloads:
             await discord_fake.dispatch_interaction(payload)
+        await burst.until_answered(discord_fake, jobs, timeout=30 + jobs * 0.01)
+        figures.burst = burst
         deliveries = Deliveries(discord_fake, {int(p["id"]): p["token"] for p in payloads}, database)
         deadline = time.monotonic() + 120 + jobs * 0.2
         if backend == "cluster":  # kill the last process once a third of the jobs ended (delivered or failed)
@@ -334,6 +339,8 @@ async def main() -> None:
                     print(f"    (the harness's own {figures.harness_lag}; the row took {took:.0f} s)", flush=True)
                     if (takeover := rows[-1].takeover) is not None:
                         print(f"    (takeover: {takeover.summary})", flush=True)
+                    if (burst := rows[-1].burst) is not None:
+                        print(f"    (burst: {burst.summary()})", flush=True)
     rows.sort(key=lambda f: (f.jobs, not f.client.startswith("bot")))  # stable: bot rows in run order
     print()
     print(table(rows))
@@ -345,6 +352,10 @@ async def main() -> None:
     for f in rows:
         if f.takeover is not None:
             print(f"{f.jobs} jobs, {f.client}, takeover (LEASE_SECONDS={LEASE_SECONDS:g}): {f.takeover.summary}")
+    print()
+    for f in rows:
+        if f.burst is not None:
+            print(f"{f.jobs} jobs, {f.client}, burst: {f.burst.summary()}")
 
 
 if __name__ == "__main__":

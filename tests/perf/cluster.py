@@ -100,6 +100,76 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat: what the whole machine did,
+    this benchmark's processes and anything else running."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass
+class BurstCost:
+    """Where the CPU went while a burst was being answered: from the first INTERACTION_CREATE sent
+    to the last answer the fake received. The bots' CPU per answer is what bounds how fast any
+    burst can be answered on this machine, whatever else runs on it."""
+
+    bot_pids: list[int]
+    began: float
+    bots_before: list[float]
+    harness_before: float
+    machine_before: tuple[int, int]
+    answers: int = 0
+    seconds: float = 0.0
+    bots_cpu: float = 0.0  # core-seconds, every bot process
+    harness_cpu: float = 0.0  # this process: the fake Discord, gateway and WaveSpeed
+    machine_busy: float = 0.0  # core-seconds busy on the whole machine
+    cores: int = 0
+
+    @classmethod
+    def start(cls, bot_pids: list[int]) -> BurstCost:
+        return cls(
+            bot_pids,
+            time.monotonic(),
+            [cpu_seconds(pid) for pid in bot_pids],
+            cpu_seconds(os.getpid()),
+            machine_jiffies(),
+        )
+
+    async def until_answered(self, fake: FakeDiscord, count: int, *, timeout: float) -> None:
+        """Wait until `count` answers (callbacks) reached the fake, then take the figures."""
+        seen = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for _ in itertools.count():  # scans only new requests: the log is thousands long
+                    requests = fake.requests
+                    self.answers += sum(requests[i].path.endswith("/callback") for i in range(seen, len(requests)))
+                    seen = len(requests)
+                    if self.answers >= count:
+                        break
+                    await asyncio.sleep(0.02)
+        self.seconds = time.monotonic() - self.began
+        self.bots_cpu = sum(
+            cpu_seconds(pid) - before for pid, before in zip(self.bot_pids, self.bots_before, strict=True)
+        )
+        self.harness_cpu = cpu_seconds(os.getpid()) - self.harness_before
+        self.cores = os.cpu_count() or 1
+        self.machine_busy = (machine_jiffies()[0] - self.machine_before[0]) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def bot_ms_per_answer(self) -> float:
+        return 1000 * self.bots_cpu / max(1, self.answers)
+
+    def summary(self) -> str:
+        return (
+            f"{self.answers} answers in {self.seconds:.2f} s; bot process(es) used {self.bots_cpu:.2f} core-s "
+            f"({self.bot_ms_per_answer:.2f} ms per answer), the fakes {self.harness_cpu:.2f} core-s "
+            f"({1000 * self.harness_cpu / max(1, self.answers):.2f} ms per answer); the machine was busy "
+            f"{self.machine_busy:.2f} of {self.cores * self.seconds:.2f} core-s "
+            f"({100 * self.machine_busy / max(1e-9, self.cores * self.seconds):.0f} %)"
+        )
+
+
 def loop_lag_p99_ms(log: str) -> float | None:
     """What `bot.metrics` logged at shutdown; None for a process that never shut down (killed)."""
     lag = re.search(r"event loop lag: .*?p99 ([\d.]+) ms", log)
