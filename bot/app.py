@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import aiohttp
 import discord
@@ -26,16 +25,13 @@ from bot.config import Settings
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
-from bot.jobs.model import JobRecord
 from bot.jobs.runner import JobRunner
 from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
 from bot.ops.balance import BalanceWatch
 from bot.ops.discord_errors import error_trace
-from bot.params import ImagineParams
 from bot.presenter import DiscordPresenter
-from bot.refusals import Refusal
 from bot.storage.base import Storage
 from bot.wavespeed.client import WaveSpeedClient
 
@@ -46,22 +42,6 @@ DISCORD_CONNECTIONS = 64
 # The bot has no voice: discord.py's warnings that the voice libraries are missing are noise.
 discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
-
-
-class MeteredAdmission(Admission):
-    """Admission that reports each refusal to the metrics (every way in passes here)."""
-
-    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._metrics = metrics
-
-    async def admit(
-        self, interaction: discord.Interaction, params: ImagineParams, **options: Any
-    ) -> JobRecord | Refusal:
-        answer = await super().admit(interaction, params, **options)
-        if isinstance(answer, Refusal):
-            self._metrics.refused(answer.reason)
-        return answer
 
 
 class ImagineBot(commands.AutoShardedBot):
@@ -113,7 +93,7 @@ class ImagineBot(commands.AutoShardedBot):
         self.dispatcher = Dispatcher(
             storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
         )
-        self.admission = MeteredAdmission(
+        self.admission = Admission(
             self.runner,
             self.dispatcher,
             storage,
