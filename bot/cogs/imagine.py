@@ -142,9 +142,9 @@ async def on_tree_error(interaction: discord.Interaction, error: app_commands.Ap
     """A member-facing answer for errors before or inside a command; never a silent failure."""
     locale = resolve(interaction.locale)
     if isinstance(error, app_commands.TransformerError):
-        message = "⚠️ " + t(locale, "command.bad_value")
+        message = "⚠️ " + t(locale, "answer.bad_value")
     elif isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
-        message = "⚠️ " + t(locale, "command.out_of_date")
+        message = "⚠️ " + t(locale, "answer.out_of_date")
     elif isinstance(original := getattr(error, "original", None), discord.HTTPException) and original.code == EXPIRED:
         # The member's 3 seconds ran out (an overloaded bot): there is nobody left to answer, and a
         # traceback per expired command would only make the overload worse.
