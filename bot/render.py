@@ -13,6 +13,7 @@ from bot.i18n import DEFAULT, decimal, t
 from bot.jobs.model import JobRecord
 from bot.jobs.outputs import OutputFile, PreparedOutputs
 from bot.jobs.progress import LIVE_POSITIONS, Stage, Status
+from bot.moderation.terms import InvalidTermError
 from bot.params import ImagineParams, InvalidOptionError
 from bot.refusals import Refusal, Refused
 from bot.wavespeed.errors import WaveSpeedError
@@ -250,6 +251,14 @@ def option_error_text(error: InvalidOptionError, locale: str = DEFAULT) -> str:
     name = t(locale, f"command.imagine.{error.option}.name")
     problem = t(locale, f"option.{error.problem}", **error.values)
     return f"⚠️ `{name}` {problem} {t(locale, 'nothing_sent')}"
+
+
+def term_error_text(error: InvalidTermError, locale: str = DEFAULT) -> str:
+    """Why a blocked term was not added, for the admin who typed it."""
+    values = dict(error.values)
+    if "feature" in values:
+        values["feature"] = t(locale, f"term.feature.{values['feature']}")
+    return t(locale, f"term.{error.problem}", **values)
 
 
 def _when(at: float) -> str:

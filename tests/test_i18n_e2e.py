@@ -112,6 +112,13 @@ async def test_command_sync_carries_every_language(start_bot):
     ratio = next(o for o in imagine["options"] if o["name"] == "aspect_ratio")
     square = next(c for c in ratio["choices"] if c["value"] == "1:1")
     assert square["name_localizations"]["fr"] == "1:1 carré"
+    [admin] = [c for c in bot.discord.commands[None] if c["name"] == "imagine-admin"]
+    assert admin["description_localizations"]["pt-BR"] == "Configurações de moderação do /imagine"
+    nsfw = next(o for o in admin["options"] if o["name"] == "nsfw")
+    assert nsfw["description_localizations"]["ru"].startswith("Что делать с изображениями")
+    policy = next(o for o in nsfw["options"] if o["name"] == "policy")
+    assert policy["name_localizations"]["de"] == "regel"
+    assert {c["value"]: c["name_localizations"]["ja"] for c in policy["choices"]}["spoiler"] == "ネタバレ防止"
 
 
 # -- the pseudo-locale run: no literal escaped the catalogue, nothing overflows ------------------------------
@@ -180,6 +187,12 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
     await fake.dispatch_interaction(usage)
     await answered(fake, usage)
     await fake.requests.wait_for(lambda r: r.method == "PATCH" and bool(r.files), count=2)  # the re-roll's result
+    admin_answers = [
+        await admin(fake, "show", locale=PSEUDO),
+        await admin(fake, "block", term="a*", regex=True, locale=PSEUDO),  # refused: matches empty text
+        await admin(fake, "nsfw", channel_kind="normal", policy="show", locale=PSEUDO),  # refused
+        await admin(fake, "actions", who="requester", locale=PSEUDO),
+    ]
 
     bodies = [
         r.json
@@ -187,6 +200,7 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
         if r.method in ("POST", "PATCH") and isinstance(r.json, dict) and "/commands" not in r.path
     ]
     texts = [visible(body) for body in bodies]
+    assert "Ṁöđéŕåţîöñ šéţţîñĝš" in admin_answers[0] and all(answer.strip() for answer in admin_answers)
     # The placeholders and results, the Edit dialog, Details, the refusal and /usage all went through.
     assert len(bodies) >= 10 and any("Ŵĥåţ šĥöûļđ çĥåñĝé?" in text for text in texts)
     assert [(text, escaped(text)) for text in texts if escaped(text)] == []

@@ -2,9 +2,12 @@
 option and choice when it builds the payload it syncs, and Discord shows each member their own.
 
 Entries are found by where the text is, so the command definitions need no keys of their own:
-`command.<qualified name, dots for spaces>.name` / `.description`, `command.<command>.<option>.name`
-/ `.description`, and `choice.<value>`. The English text is the default Discord shows any other
+`command.<qualified name, dots for spaces>.description`, `command.<command>.<option>.name` /
+`.description`, and `choice.<value>`. The English text is the default Discord shows any other
 locale; `en(key)` reads it for the decorators.
+
+The commands' own names stay `/imagine`, `/imagine-edit`, `/usage` and `/imagine-admin ...` in every
+language: messages, the README and members talking to each other name them, in every language.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def command_key(context: TranslationContextTypes) -> str | None:
     """The catalogue entry for one text of a command, from where discord.py says it is."""
     data = context.data
     if context.location in (Where.command_name, Where.group_name):
-        return f"command.{_path(data)}.name"
+        return None  # the same in every language (see above)
     if context.location in (Where.command_description, Where.group_description):
         return f"command.{_path(data)}.description"
     if context.location in (Where.parameter_name, Where.parameter_description):
