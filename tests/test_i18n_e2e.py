@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.i18n import PSEUDO
+from bot.i18n import PSEUDO, t
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
@@ -220,3 +220,20 @@ async def test_after_a_restart_the_job_keeps_its_languages(start_bot, wavespeed)
 
     assert paused and "⏸ Pausiert" in embeds_text(paused[-1])  # the member's language
     assert "✨ Imaginé" in embeds_text(final) and alt_texts(final)[0].startswith("Image générée")  # the server's
+
+
+async def test_a_changed_translation_resyncs_the_commands_and_an_unchanged_one_does_not(start_bot, monkeypatch):
+    def syncs() -> int:
+        return len([r for r in first.discord.requests if r.method == "PUT" and r.path.endswith("/commands")])
+
+    first = await start_bot()
+    await first.stop()
+    await (await start_bot()).stop()
+    assert syncs() == 1  # nothing changed: the restart did not sync
+
+    monkeypatch.setattr("bot.i18n.commands.t", lambda locale, key: t(locale, key) + ("!" if locale == "de" else ""))
+    await start_bot()
+
+    assert syncs() == 2
+    [imagine] = [c for c in first.discord.commands[None] if c["name"] == "imagine"]
+    assert imagine["description_localizations"]["de"].endswith("!")
