@@ -5,6 +5,7 @@ texts Discord accepts, and numbers and money written as each language writes the
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from babel.messages import pofile
@@ -121,3 +122,5 @@ def test_plurals_numbers_and_money_follow_the_language():
     assert t(DEFAULT, "usage.spend_30", count=1200, spend=Money("48.00")) == "**Last 30 days:** 1,200 images · $48.00"
     assert t("fr", "flags.which", count=1, total=3) == "1 image sur 3 a été"  # French: 0 and 1 are singular
     assert "`3,5`" in t("de", "options.line", ratio="1:1", count=1, seed="7", guidance=3.5, safety="2")
+    when = datetime(2026, 3, 1, 14, 5, tzinfo=UTC)  # a date value is written as the language writes dates
+    assert t("de", "progress.started", stage="x", when=when) == "x · gestartet 01.03.2026, 14:05:00"

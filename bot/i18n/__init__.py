@@ -5,7 +5,8 @@ such as `progress.queued` (the English text lives in `en-US.po` like any other l
 are compiled in memory at import (Babel's `.po` reader and `.mo` writer, read back by the standard
 library's `gettext`), so there is no build step and nothing compiled to ship or forget. Plural forms
 come from each file's `Plural-Forms` header (`ngettext`), numbers, money and dates are formatted
-for the locale by Babel, and placeholders are `str.format` fields: `{count}`, `{limit}`.
+for the locale by Babel, and placeholders are `str.format` fields: `{count}`, `{limit}`. (Times
+shown to members are Discord timestamps, `<t:…:R>`, which each client writes in its own language.)
 
 A locale is what Discord sends (`interaction.locale`, `guild_locale`): `de`, `pt-BR`, `en-GB`... A
 locale without a catalogue of its own falls back to its language's (`es-419` reads `es-ES`), then to
@@ -22,7 +23,6 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
-import babel
 from babel import dates, numbers
 from babel.messages import mofile, pofile
 
@@ -130,8 +130,3 @@ def known_keys() -> list[str]:
     """Every message id, from the English catalogue (the reference for the others)."""
     with (DIRECTORY / f"{DEFAULT}.po").open("rb") as source:
         return [str(m.id[0] if isinstance(m.id, tuple) else m.id) for m in pofile.read_po(source) if m.id]
-
-
-def babel_locale(locale: object) -> babel.Locale:
-    code = resolve(locale)
-    return babel.Locale.parse(_BABEL.get(code, code).replace("-", "_"))
