@@ -27,8 +27,11 @@ from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
 from bot.jobs.runner import JobRunner
+from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
+from bot.ops.balance import BalanceWatch
+from bot.ops.discord_errors import error_trace
 from bot.presenter import DiscordPresenter
 from bot.storage.base import Storage
 from bot.wavespeed.client import WaveSpeedClient
@@ -37,10 +40,21 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 3600.0
 DISCORD_CONNECTIONS = 64
+# The bot has no voice: discord.py's warnings that the voice libraries are missing are noise.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
 
 
 class ImagineBot(commands.AutoShardedBot):
-    def __init__(self, *, storage: Storage, wavespeed: WaveSpeedClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        wavespeed: WaveSpeedClient,
+        settings: Settings,
+        metrics: Metrics = NOOP,
+        balance: BalanceWatch | None = None,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -54,10 +68,13 @@ class ImagineBot(commands.AutoShardedBot):
             # Empty: discord.py asks Discord how many shards and runs them all here. Several processes
             # each run their own SHARD_IDS of SHARD_COUNT.
             shard_count=settings.shard_count,
+            http_trace=error_trace(metrics),  # Discord's error answers, counted by status and code
         )
         if settings.shard_ids:  # read when the shards launch
             self.shard_ids = list(settings.shard_ids)
         self.settings = settings
+        self.metrics = metrics
+        self.balance = balance
         self.storage = storage
         self.guild_settings = GuildSettingsStore(storage)
         self.modlog = ModLog(self, self.guild_settings)
@@ -72,6 +89,7 @@ class ImagineBot(commands.AutoShardedBot):
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
             foreground=self.foreground,
+            metrics=metrics,
         )
         self.dispatcher = Dispatcher(
             storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
@@ -85,6 +103,7 @@ class ImagineBot(commands.AutoShardedBot):
             guild_settings=self.guild_settings,
             modlog=self.modlog,
             foreground=self.foreground,
+            metrics=metrics,
         )
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days
@@ -94,8 +113,14 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
+        watch = self.balance
         await self.add_cog(
-            UsageCog(self.storage, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
+            UsageCog(
+                self.storage,
+                limits=self.settings.limits,
+                price_per_image=self.settings.price_per_image,
+                balance=(lambda: watch.last) if watch is not None else None,
+            )
         )
         self._set_contexts()
         await self.tree.set_translator(CatalogueTranslator())

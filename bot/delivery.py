@@ -18,6 +18,7 @@ import discord
 from bot.i18n import t
 from bot.jobs.model import JobRecord
 from bot.jobs.outputs import OutputFile, PreparedOutputs
+from bot.metrics import Route
 from bot.render import discord_files
 
 Describe = Callable[[OutputFile], str]
@@ -70,6 +71,7 @@ class Placeholder:
             else None
         )
         self._token_dead = False
+        self.route: Route = "placeholder"  # how the last `deliver` went
         # No interaction token at all: the bot posted the placeholder with its own token.
         self.bot_posted = not job.interaction_token and not job.finished
 
@@ -159,6 +161,7 @@ class Placeholder:
             return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")
+        self.route = "channel"
         log.info("interaction token expired; delivering as a new message in channel %s", self.channel_id)
         channel = self._client.get_partial_messageable(self.channel_id)
         reference = (
@@ -184,6 +187,7 @@ class Placeholder:
         # Losing the images is worse than a DM: the requester gets them with the reason, under the
         # server's policy for a place that is not age-restricted.
         dm_embed, dm_outputs = private or (embed, outputs)
+        self.route = "dm"
         dm = await self._client.create_dm(discord.Object(self.requester_id))
         return await dm.send(
             content=t(self.locale, "delivery.dm", channel=f"<#{self.channel_id}>"),

@@ -20,6 +20,7 @@ from bot.jobs.model import JobRecord
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Stage, Status
 from bot.links import jump_url, message_url
+from bot.metrics import Route
 from bot.moderation.log import ModLog, generation_entry
 from bot.moderation.policy import apply_nsfw, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
@@ -93,6 +94,7 @@ class DiscordPresenter:
             return rendered(reviewed, job.locale)
 
         alt = (render.describer(job.params.prompt, locale), render.describer(job.params.prompt, job.locale))
+        route: Route | None = None
         try:
             sent = await target.deliver(
                 *rendered(shown.channel), view=view, private=private(shown.private), describe=alt
@@ -106,12 +108,14 @@ class DiscordPresenter:
             sent = await target.deliver(
                 *rendered(links.channel), view=view, private=private(links.private), describe=alt
             )
+            route = "links"
+        route = route or target.route
         if sent is None:
-            return Delivered(None)
+            return Delivered(None, route=route)
         # The images are out: a placeholder that cannot point to them must not fail the job.
         url = jump_url(sent, job.guild_id)
         await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url, locale=job.locale)))
-        return Delivered(sent.id, url)
+        return Delivered(sent.id, url, route)
 
     async def delivered(
         self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered

@@ -124,3 +124,11 @@ def test_plurals_numbers_and_money_follow_the_language():
     assert "`3,5`" in t("de", "options.line", ratio="1:1", count=1, seed="7", guidance=3.5, safety="2")
     when = datetime(2026, 3, 1, 14, 5, tzinfo=UTC)  # a date value is written as the language writes dates
     assert t("de", "progress.started", stage="x", when=when) == "x · gestartet 01.03.2026, 14:05:00"
+
+
+def test_the_low_balance_warning_is_written_in_the_servers_language():
+    from bot.ops.balance import Reading, warning_embed
+
+    embed = warning_embed(Reading(3.25, 0.0, True), threshold=10, price=0.04, locale="de")
+    assert embed.title == "WaveSpeed-Guthaben ist niedrig"
+    assert "**3,25\xa0$** (etwa 81 Bilder zu je 0,04\xa0$)" in str(embed.description)

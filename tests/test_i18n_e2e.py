@@ -237,3 +237,25 @@ async def test_a_changed_translation_resyncs_the_commands_and_an_unchanged_one_d
     assert syncs() == 2
     [imagine] = [c for c in first.discord.commands[None] if c["name"] == "imagine"]
     assert imagine["description_localizations"]["de"].endswith("!")
+
+
+async def test_a_japanese_member_cancels_in_japanese_and_a_stranger_is_refused_in_theirs(start_bot, wavespeed):
+    wavespeed.scenario_by_prompt = {"long": Scenario(inference_seconds=2.0)}
+    bot = await start_bot(max_concurrent_jobs=1)
+    fake = bot.discord
+    first = await bot.imagine(prompt="long")
+    waiting = await bot.imagine(prompt="待っている", locale="ja", guild_locale="en-US")
+    await answered(fake, waiting)
+    message = fake.original(waiting["token"])
+    assert message is not None
+    [cancel] = [b["custom_id"] for row in message["components"] for b in row["components"]]
+
+    stranger = fake.component_interaction(cancel, message, user_id=1310000000000000299, locale="ru")
+    await fake.dispatch_interaction(stranger)
+    own = fake.component_interaction(cancel, message, locale="ja")
+    await fake.dispatch_interaction(own)
+
+    assert "Отменить этот запрос может только" in embeds_text(await answered(fake, stranger))
+    cancelled = embeds_text(await answered(fake, own))
+    assert "キャンセル済み" in cancelled and "開始前にあなたがキャンセルしました" in cancelled
+    await result(fake, first)

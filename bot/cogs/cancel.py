@@ -48,6 +48,7 @@ class CancelButton(
             await reply_privately(interaction, t(locale, "cancel.started"))
             return
         log.info("job %s cancelled by user %s", job.id, interaction.user.id)
+        bot.metrics.job_finished("cancelled")
         by = None if interaction.user.id == job.user_id else interaction.user.mention
         embed = render.cancelled_embed(job.params, by=by, locale=job.locale)
         await interaction.response.edit_message(embed=embed, view=None, allowed_mentions=NO_MENTIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import discord
@@ -13,6 +14,7 @@ from bot.delivery import NO_MENTIONS
 from bot.i18n import DEFAULT, Money, resolve, t
 from bot.i18n.commands import en
 from bot.limits import Limits, Usage, next_utc_midnight, window_frees_at
+from bot.ops.balance import Reading
 from bot.render import BRAND, window_text
 from bot.storage.base import Storage, Totals
 
@@ -40,6 +42,7 @@ def usage_embed(
     guild: Totals | None,
     price: float,
     in_guild: bool,
+    balance: Reading | None = None,
     locale: str = DEFAULT,
 ) -> discord.Embed:
     """Everything counts images. `guild` is given only to members who may see the server's totals.
@@ -69,12 +72,28 @@ def usage_embed(
         ]
         embed.add_field(name=t(locale, "usage.server_totals"), value="\n".join(spend), inline=False)
         embed.set_footer(text=t(locale, "usage.footer", price=Money(str(price))))
+        if balance is not None:
+            key = "usage.balance_low" if balance.low else "usage.balance"
+            amount = Money(f"{balance.dollars:.2f}")
+            embed.add_field(
+                name=t(locale, "usage.balance_title"),
+                value=t(locale, key, amount=amount, when=_ts(balance.at)),
+                inline=False,
+            )
     return embed
 
 
 class UsageCog(commands.Cog):
-    def __init__(self, storage: Storage, *, limits: Limits, price_per_image: float) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        limits: Limits,
+        price_per_image: float,
+        balance: Callable[[], Reading | None] | None = None,
+    ) -> None:
         self._storage = storage
+        self._balance = balance
         self._limits = limits
         self._price = price_per_image
 
@@ -98,6 +117,7 @@ class UsageCog(commands.Cog):
             guild=guild,
             price=self._price,
             in_guild=interaction.guild_id is not None,
+            balance=self._balance() if manager and self._balance is not None else None,
             locale=resolve(interaction.locale),
         )
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -17,6 +17,7 @@ from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, NewJob
 from bot.jobs.runner import JobRunner
 from bot.limits import Access, Limits, check
+from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
@@ -57,6 +58,7 @@ class Admission:
         modlog: ModLog,
         db_budget: float = DB_BUDGET,
         foreground: Foreground | None = None,
+        metrics: Metrics = NOOP,
     ) -> None:
         self._runner = runner
         self._dispatcher = dispatcher
@@ -69,6 +71,7 @@ class Admission:
         self._db_budget = db_budget
         # Around admitting a command and answering it (the callers' part): deferred work waits meanwhile.
         self.foreground = foreground or Foreground()
+        self._metrics = metrics
 
     async def admit(
         self,
@@ -87,6 +90,19 @@ class Admission:
         prompt), so a member over a limit cannot keep the bot busy with moderation work. The
         database part is time-boxed: a database locked by another process must not make Discord
         show "the application did not respond"."""
+        answer = await self._answer(interaction, params, kind, source_job_id, bot_posts_placeholder)
+        if isinstance(answer, Refusal):
+            self._metrics.refused(answer.reason)
+        return answer
+
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        params: ImagineParams,
+        kind: str,
+        source_job_id: int | None,
+        bot_posts_placeholder: bool,
+    ) -> JobRecord | Refusal:
         if not self._runner.accepting:
             return Refusal(Refused.RESTARTING)
         refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)

@@ -16,6 +16,7 @@ from typing import Protocol
 from bot.jobs.model import JobRecord
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Status
+from bot.metrics import Route
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction
 
@@ -35,6 +36,7 @@ class Delivered:
 
     result_message_id: int | None
     link: str | None = None  # where that message is, for the moderation log
+    route: Route = "placeholder"  # how it went, for the metrics
 
 
 class Presenter(Protocol):

@@ -72,6 +72,10 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self.forbidden_channels: set[int] = set()
         self.nsfw_channels: set[int] = set()  # age-restricted; a test may take one out (the flag removed)
         self.unreadable_channels: set[int] = set()  # GET /channels/{id} answers 403 Missing Access
+        # The servers the bot is in, each with the permissions of the bot's role there (GET /guilds/{id}
+        # and its members); any other server answers 403 Missing Access, as Discord does to a stranger.
+        self.bot_guilds: dict[int, int] = {DEFAULT_GUILD_ID: p.APP_PERMISSIONS}
+        self.no_commands_scope: set[int] = set()  # invited without applications.commands
         self._interactions: dict[str, InteractionState] = {}  # by token
         self._channel_posts: dict[int, list[int]] = {}
         self._dm_channels: dict[int, dict[str, Any]] = {}  # by recipient id
@@ -87,6 +91,9 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/users/@me", self._get_me),
             ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/applications/@me", self._get_application),
+            ("GET", "/guilds/{guild}", self._get_guild),
+            ("GET", "/guilds/{guild}/members/{user}", self._get_member),
             ("GET", "/gateway", self._get_gateway),
             ("GET", "/gateway/bot", self._get_gateway),
             ("PUT", app_ + "/commands", self._put_commands),
@@ -109,12 +116,13 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
 
     # -- lifecycle and addresses ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1 at `port` (0: a free one; a test may name one a bot already tries)."""
         app = web.Application(client_max_size=64 * p.MiB)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._download)
-        self._runner, self._port = await serve_on_loopback(app)
+        self._runner, self._port = await serve_on_loopback(app, port)
 
     async def close(self) -> None:
         self._released.set()
@@ -384,7 +392,29 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
     def _scope(self, call: Call) -> int | None:
         if call.args["app"] != str(self.application_id):
             raise ApiError(403, 50001, "Missing Access")
-        return int(call.args["guild"]) if "guild" in call.args else None
+        guild = int(call.args["guild"]) if "guild" in call.args else None
+        if guild in self.no_commands_scope:
+            raise ApiError(403, 50001, "Missing Access")
+        return guild
+
+    def guild(self, guild_id: int) -> dict[str, Any]:
+        """The server as `GET /guilds/{id}` shows it: @everyone may do nothing, the bot's role what
+        `bot_guilds` says. ApiError 403 when the bot is not in it."""
+        if guild_id not in self.bot_guilds:
+            raise ApiError(403, 50001, "Missing Access")
+        roles = {guild_id: 0, guild_id + 1: self.bot_guilds[guild_id]}
+        return p.guild_payload(guild_id, owner_id=DEFAULT_USER_ID + 1, roles=roles)
+
+    async def _get_guild(self, call: Call) -> web.Response:
+        return self._json(self.guild(int(call.args["guild"])))
+
+    async def _get_member(self, call: Call) -> web.Response:
+        guild_id = int(call.args["guild"])
+        self.guild(guild_id)  # 403 for a stranger
+        if call.args["user"] != str(self.bot_user_id):
+            raise ApiError(404, 10007, "Unknown Member")
+        bot = p.user_payload(self.bot_user_id, self.bot_name, bot=True)
+        return self._json(p.member_payload(bot, [guild_id + 1]))
 
     async def _put_commands(self, call: Call) -> web.Response:
         guild = self._scope(call)
