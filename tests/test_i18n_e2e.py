@@ -259,3 +259,17 @@ async def test_a_japanese_member_cancels_in_japanese_and_a_stranger_is_refused_i
     cancelled = embeds_text(await answered(fake, own))
     assert "キャンセル済み" in cancelled and "開始前にあなたがキャンセルしました" in cancelled
     await result(fake, first)
+
+
+async def test_a_failure_is_explained_in_the_members_language(start_bot, wavespeed):
+    wavespeed.scenario = Scenario(final_status="failed", error_code=1200)  # WaveSpeed's safety checker
+    bot = await start_bot()
+    payload = await bot.imagine(prompt="ein verbotener Fuchs", locale="de", guild_locale="fr")
+
+    [failure] = await bot.discord.requests.wait_for(
+        lambda r: r.method == "PATCH" and payload["token"] in r.path and "Was passiert ist" in embeds_text(r)
+    )
+
+    text = embeds_text(failure)
+    assert "Dein Bild konnte nicht erstellt werden" in text and "Sicherheitsfilter des Bilddienstes" in text
+    assert "Vorhersage" in text  # the prediction id, named in German
