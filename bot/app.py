@@ -22,6 +22,7 @@ from bot.cogs.imagine import ImagineCog, on_tree_error
 from bot.cogs.results import ResultButton
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
+from bot.i18n.commands import CatalogueTranslator
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
@@ -122,6 +123,7 @@ class ImagineBot(commands.AutoShardedBot):
             )
         )
         self._set_contexts()
+        await self.tree.set_translator(CatalogueTranslator())
         self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
@@ -166,8 +168,14 @@ class ImagineBot(commands.AutoShardedBot):
         log.info("connected as %s (application %s)", self.user, self.application_id)
 
 
-def commands_digest(tree: app_commands.CommandTree[discord.Client], guild: discord.Object | None) -> str:
-    payload = [command.to_dict(tree) for command in tree.get_commands(guild=guild)]
+async def commands_digest(tree: app_commands.CommandTree[discord.Client], guild: discord.Object | None) -> str:
+    """A hash of what a sync would send, translations included: a changed catalogue re-syncs."""
+    translator = tree.translator
+    commands = tree.get_commands(guild=guild)
+    if translator is None:
+        payload = [command.to_dict(tree) for command in commands]
+    else:
+        payload = [await command.get_translated_payload(tree, translator) for command in commands]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -186,7 +194,7 @@ async def sync_commands_if_changed(
             tree.copy_global_to(guild=guild)
         name = "global" if guild is None else f"guild {guild.id}"
         key = f"commands:{application_id}:{name}"
-        digest = commands_digest(tree, guild)
+        digest = await commands_digest(tree, guild)
         if await store.get_meta(key) == digest:
             log.info("commands for %s unchanged; not syncing", name)
             continue

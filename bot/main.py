@@ -28,6 +28,7 @@ from aiohttp import web
 from bot.app import ImagineBot
 from bot.config import ConfigError, Settings, load_settings
 from bot.httpserver import quiet_accept_errors
+from bot.i18n import resolve
 from bot.logs import setup_logging
 from bot.metrics import LoopLagMonitor
 from bot.ops.balance import BalanceWatch
@@ -190,7 +191,12 @@ async def _watch_balance(bot: ImagineBot, watch: BalanceWatch) -> None:
     await bot.wait_until_ready()
     await watch.run(
         lambda reading: watch.warn_moderators(
-            reading, [g.id for g in bot.guilds], storage=bot.storage, settings=bot.guild_settings, modlog=bot.modlog
+            reading,
+            [g.id for g in bot.guilds],
+            storage=bot.storage,
+            settings=bot.guild_settings,
+            modlog=bot.modlog,
+            locales={g.id: resolve(g.preferred_locale) for g in bot.guilds},  # the moderation log's language
         )
     )
 

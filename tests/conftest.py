@@ -114,6 +114,8 @@ INTERACTION_KWARGS = {
     "created_at",
     "attachment_size_limit",
     "member_permissions",
+    "locale",
+    "guild_locale",
 }
 
 

@@ -11,6 +11,7 @@ import time
 
 import discord
 
+from bot.i18n import resolve
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, NewJob
@@ -28,7 +29,6 @@ from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
 
-NOTHING_SENT = "Nothing was sent to the image service."
 # How long admission may wait on the database: with the network, the answer must reach Discord
 # within its 3-second window.
 DB_BUDGET = 2.0
@@ -161,6 +161,8 @@ class Admission:
                 channel_nsfw=restricted,
                 kind=kind,
                 source_job_id=source_job_id,
+                locale=resolve(interaction.locale),
+                guild_locale=resolve(interaction.guild_locale) if interaction.guild_id is not None else None,
             )
             # If the time box runs out while the row is being written, the write may still land: it
             # carries on, and the job is then closed as never answered, so it neither runs nor counts.
@@ -191,7 +193,9 @@ class Admission:
             user_id=interaction.user.id,
             channel_id=interaction.channel_id,
             prompt=params.prompt,
-            reason=f"Blocked term: `{term.text}`{' (regex)' if term.regex else ''}",
+            term=term.text,
+            regex=term.regex,
+            locale=resolve(interaction.guild_locale),
         )
         await self._modlog.post(interaction.guild_id, entry)
         return Refusal(Refused.BLOCKED_TERM)

@@ -25,10 +25,7 @@ class UnconfirmedSubmitError(WaveSpeedError):
     """The submit was sent but never answered clearly: WaveSpeed may have taken it (and billed it),
     so it is not sent again."""
 
-    user_message = (
-        "WaveSpeed did not confirm the request, and it may still have been made. The bot did not send "
-        "it again, so you are not charged twice. If no image appears, run /imagine again."
-    )
+    reason = "unconfirmed"
     retryable = False
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import discord
 
+from bot.i18n import DEFAULT, Money, t
 from bot.metrics import Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
@@ -39,15 +40,17 @@ def utc_day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
-def warning_embed(reading: Reading, *, threshold: float, price: float) -> discord.Embed:
-    images = f" (about {int(reading.dollars // price)} images at ${price:g} each)" if price > 0 else ""
-    embed = discord.Embed(
-        title="WaveSpeed balance is low",
-        description=f"The bot's WaveSpeed account has **${reading.dollars:,.2f}** left{images}, below the host's "
-        f"warning level of ${threshold:,.2f}. When it runs out, `/imagine` fails until the host tops it up.",
-        colour=FAILED,
-    )
-    embed.set_footer(text="Shown once a day while the balance stays low.")
+def warning_embed(reading: Reading, *, threshold: float, price: float, locale: str = DEFAULT) -> discord.Embed:
+    amount, limit = Money(f"{reading.dollars:.2f}"), Money(f"{threshold:.2f}")
+    if price > 0:
+        images = int(reading.dollars // price)
+        text = t(
+            locale, "balance.description_images", amount=amount, count=images, price=Money(str(price)), threshold=limit
+        )
+    else:
+        text = t(locale, "balance.description", amount=amount, threshold=limit)
+    embed = discord.Embed(title=t(locale, "balance.title"), description=text, colour=FAILED)
+    embed.set_footer(text=t(locale, "balance.footer"))
     return embed
 
 
@@ -115,8 +118,10 @@ class BalanceWatch:
         storage: Storage,
         settings: GuildSettingsStore,
         modlog: ModLog,
+        locales: Mapping[int, str] | None = None,
     ) -> int:
-        """Post the warning in each server's moderation log that was not told today; returns how many."""
+        """Post the warning in each server's moderation log that was not told today, in the server's
+        language (`locales`, by server id); returns how many."""
         day, told = utc_day(reading.at), 0
         for guild_id in guild_ids:
             if (await settings.get(guild_id)).log_channel_id is None:
@@ -125,7 +130,9 @@ class BalanceWatch:
             if await storage.get_meta(key) == day:
                 continue
             await storage.set_meta(key, day)  # first: a failed post is not retried all day (no spam)
-            await modlog.post(guild_id, warning_embed(reading, threshold=self.threshold, price=self._price))
+            locale = (locales or {}).get(guild_id, DEFAULT)
+            embed = warning_embed(reading, threshold=self.threshold, price=self._price, locale=locale)
+            await modlog.post(guild_id, embed)
             told += 1
         if told:
             log.info("low-balance warning posted in %d moderation log channel(s)", told)

@@ -122,6 +122,11 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO member_rounds (user_id, last_tag)
         SELECT user_id, MAX(queue_tag) FROM jobs WHERE queue_tag IS NOT NULL GROUP BY user_id;
     """,
+    # v3: each job speaks its requester's language, and the channel its server's, after a restart too.
+    """
+    ALTER TABLE jobs ADD COLUMN locale text NOT NULL DEFAULT 'en-US';
+    ALTER TABLE jobs ADD COLUMN guild_locale text;
+    """,
 )
 # Where the version lives: outside MIGRATIONS, since it has to exist before the first one runs.
 VERSION_TABLE = (

@@ -158,8 +158,11 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         attachment_size_limit: int = 10 * p.MiB,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
-        """A realistic slash-command interaction; its token is known to the webhook routes from now on."""
+        """A realistic slash-command interaction; its token is known to the webhook routes from now on.
+        `locale` is the member's client language, `guild_locale` the server's."""
         synced = next(
             (c for c in self.commands.get(guild_id, []) + self.commands.get(None, []) if c["name"] == name), None
         )
@@ -171,7 +174,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         return self._build(
             2, command, user_id=user_id, guild_id=guild_id, channel_id=channel_id, channel_nsfw=channel_nsfw,
             created_at=created_at, attachment_size_limit=attachment_size_limit,
-            member_permissions=member_permissions, roles=roles,
+            member_permissions=member_permissions, roles=roles, locale=locale, guild_locale=guild_locale,
         )  # fmt: skip
 
     def component_interaction(
@@ -186,6 +189,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         values: list[str] | None = None,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
         """A click on the button `custom_id` (`component_type` 2), or `values` chosen in a select (3; 5-8
         for user/role/mentionable/channel selects), on `message`: a dict of `fake.messages` or its id.
@@ -195,7 +200,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         return self._build(
             3, data, message=message, user_id=user_id, guild_id=guild_id,
             channel_id=int(message["channel_id"]) if channel_id is None else channel_id,
-            member_permissions=member_permissions, roles=roles,
+            member_permissions=member_permissions, roles=roles, locale=locale, guild_locale=guild_locale,
         )  # fmt: skip
 
     def modal_submit(
@@ -209,6 +214,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         channel_id: int | None = None,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
         """The modal `custom_id` submitted with `fields` (text input custom_id -> value); give `message` when
         the modal was opened from a component on it. The interaction that showed the last modal with this
@@ -217,7 +224,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             channel_id = int(message["channel_id"]) if message is not None else DEFAULT_CHANNEL_ID
         payload = self._build(
             5, p.modal_submit_data(custom_id, fields), message=message, user_id=user_id, guild_id=guild_id,
-            channel_id=channel_id, member_permissions=member_permissions, roles=roles,
+            channel_id=channel_id, member_permissions=member_permissions, roles=roles, locale=locale,
+            guild_locale=guild_locale,
         )  # fmt: skip
         shown = next((m for m in reversed(self.modals) if m["custom_id"] == custom_id), None)
         self._interactions[payload["token"]].trigger = self._interactions.get(shown["token"]) if shown else None
@@ -227,6 +235,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self, kind: int, data: dict[str, Any], *, user_id: int, guild_id: int | None, channel_id: int,
         member_permissions: int, roles: list[int] | None, message: dict[str, Any] | None = None,
         channel_nsfw: bool = False, created_at: datetime | None = None, attachment_size_limit: int = 10 * p.MiB,
+        locale: str = "en-US", guild_locale: str = "en-US",
     ) -> dict[str, Any]:  # fmt: skip
         """An interaction of type `kind` with `data`, registered (its token known to the routes)."""
         app_permissions = p.APP_PERMISSIONS
@@ -249,6 +258,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             app_permissions=app_permissions,
             roles=roles or [],
             message=copy.deepcopy(message),  # as it is now, whatever happens to it later
+            locale=locale,
+            guild_locale=guild_locale,
         )
         self._register(payload)
         return payload

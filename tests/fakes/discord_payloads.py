@@ -180,6 +180,8 @@ def interaction_payload(
     app_permissions: int,
     roles: list[int],
     message: dict[str, Any] | None = None,
+    locale: str = "en-US",
+    guild_locale: str = "en-US",
 ) -> dict[str, Any]:
     """An interaction of type `kind` (2 command, 3 component, 5 modal submit) in a guild text channel,
     or in the bot's DM if no guild; `message` is the message a component (or its modal) is on."""
@@ -192,7 +194,7 @@ def interaction_payload(
         "token": token,
         "version": 1,
         "app_permissions": str(app_permissions),
-        "locale": "en-US",
+        "locale": locale,
         "entitlements": [],
         "entitlement_sku_ids": [],
         "attachment_size_limit": attachment_size_limit,
@@ -223,8 +225,8 @@ def interaction_payload(
     }
     payload.update(
         guild_id=str(guild_id),
-        guild={"id": str(guild_id), "locale": "en-US", "features": []},
-        guild_locale="en-US",
+        guild={"id": str(guild_id), "locale": guild_locale, "features": []},
+        guild_locale=guild_locale,
         member=member,
         channel=text_channel_payload(channel_id, guild_id, nsfw=channel_nsfw, permissions=member_permissions),
         context=0,
