@@ -36,9 +36,9 @@ def blocked(prompt: str, *terms: BlockedTerm) -> BlockedTerm | None:
 
 
 def best_ms(call: Callable[[], object], label: str) -> float:
-    """The fastest of three runs in milliseconds (a busy CI machine only ever adds time), printed."""
+    """The fastest of five runs in milliseconds (a busy CI machine only ever adds time), printed."""
     runs = []
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
         call()
         runs.append((time.perf_counter() - start) * 1000)
