@@ -107,14 +107,19 @@ async def test_command_sync_carries_every_language(start_bot):
 
     assert imagine["description_localizations"]["de"].startswith("Bilder aus einer Beschreibung")
     assert set(imagine["description_localizations"]) == {"de", "fr", "es-ES", "pt-BR", "ja", "ru", "es-419"}
+    assert imagine["name"] == "imagine" and imagine["name_localizations"]["de"] == "bild"
+    assert imagine["name_localizations"]["ja"] == "画像生成" and imagine["name_localizations"]["ru"] == "нарисовать"
     prompt = next(o for o in imagine["options"] if o["name"] == "prompt")
     assert prompt["name_localizations"]["ja"] == "プロンプト" and prompt["description_localizations"]["ru"]
     ratio = next(o for o in imagine["options"] if o["name"] == "aspect_ratio")
     square = next(c for c in ratio["choices"] if c["value"] == "1:1")
     assert square["name_localizations"]["fr"] == "1:1 carré"
     [admin] = [c for c in bot.discord.commands[None] if c["name"] == "imagine-admin"]
-    assert admin["description_localizations"]["pt-BR"] == "Configurações de moderação do /imagine"
+    assert admin["description_localizations"]["pt-BR"] == "Configurações de moderação do /imaginar"
+    assert admin["name_localizations"]["fr"] == "imaginer-admin"
     nsfw = next(o for o in admin["options"] if o["name"] == "nsfw")
+    reset = next(o for o in admin["options"] if o["name"] == "reset")
+    assert reset["name_localizations"]["de"] == "zurücksetzen"  # a subcommand's own name
     assert nsfw["description_localizations"]["ru"].startswith("Что делать с изображениями")
     policy = next(o for o in nsfw["options"] if o["name"] == "policy")
     assert policy["name_localizations"]["de"] == "regel"

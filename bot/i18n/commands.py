@@ -6,8 +6,9 @@ Entries are found by where the text is, so the command definitions need no keys 
 `.description`, and `choice.<value>`. The English text is the default Discord shows any other
 locale; `en(key)` reads it for the decorators.
 
-The commands' own names stay `/imagine`, `/imagine-edit`, `/usage` and `/imagine-admin ...` in every
-language: messages, the README and members talking to each other name them, in every language.
+The commands' own names are translated too (`command.<path>.name`: `/imagine` is `/bild` to a German
+member); the English name stays each command's default and what the README uses, and a message
+that mentions a command names it as that message's language does.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def command_key(context: TranslationContextTypes) -> str | None:
     """The catalogue entry for one text of a command, from where discord.py says it is."""
     data = context.data
     if context.location in (Where.command_name, Where.group_name):
-        return None  # the same in every language (see above)
+        return f"command.{_path(data)}.name"
     if context.location in (Where.command_description, Where.group_description):
         return f"command.{_path(data)}.description"
     if context.location in (Where.parameter_name, Where.parameter_description):
