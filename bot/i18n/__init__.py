@@ -20,7 +20,7 @@ import io
 import string
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from babel import dates, numbers
@@ -91,12 +91,19 @@ def _format(locale: str, value: object) -> object:
     if isinstance(value, Money):
         return numbers.format_currency(value, "USD", locale=where)
     if isinstance(value, int):
-        return numbers.format_decimal(value, locale=where)
+        return _number(value, None, where)
     if isinstance(value, float):
-        return numbers.format_decimal(value, format="#,##0.###", locale=where)
+        return _number(value, "#,##0.###", where)
     if isinstance(value, datetime):
         return dates.format_datetime(value, format="medium", locale=where)
     return value
+
+
+@lru_cache(maxsize=4096)
+def _number(value: float, pattern: str | None, where: str) -> str:
+    """Babel's formatting, remembered: a placeholder formats the same few counts and guidance values
+    over and over, and Babel's pattern machinery showed in a profile of a burst of commands."""
+    return str(numbers.format_decimal(value, format=pattern, locale=where))
 
 
 def decimal(locale: object, value: float, digits: int = 1) -> str:
