@@ -225,7 +225,8 @@ def details_text(job: JobRecord, locale: str = DEFAULT) -> str:
         lines.append(line("details.waited", seconds(locale, max(0.0, job.submitted_at - job.created_at))))
     lines.append(f"**{t(locale, 'details.requester')}** <@{job.user_id}>")
     if job.source_job_id is not None:
-        lines.append(line("details.edited_from" if params.is_edit else "details.rerolled_from", job.source_job_id))
+        origin = "edited" if params.is_edit else "remixed" if job.kind == "remix" else "rerolled"
+        lines.append(line(f"details.{origin}_from", job.source_job_id))
     return "\n".join(lines)[:2000]
 
 

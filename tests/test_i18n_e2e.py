@@ -50,7 +50,7 @@ async def test_a_german_member_on_a_german_server_gets_german_progress_result_an
     assert "In der Warteschlange" in embeds_text(placeholder) and buttons(placeholder.json) == ["Abbrechen"]
     text = embeds_text(final)
     assert "✨ Erdacht" in text and "Optionen:" in text and "2 Bilder" in text and "Rechenzeit" in text
-    assert buttons(final.json) == ["Neu würfeln", "Bearbeiten", "Details", "Löschen"]
+    assert buttons(final.json) == ["Neu würfeln", "Bearbeiten", "Remix", "Details", "Löschen"]
     assert alt_texts(final) == ["Bild, erzeugt aus der Beschreibung: ein Leuchtturm"] * 2
     for sent in edits_of(bot.discord, payload):  # the placeholder, every progress edit, the result
         assert not any(word in embeds_text(sent) for word in ENGLISH_PROGRESS), embeds_text(sent)

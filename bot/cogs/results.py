@@ -1,9 +1,9 @@
-"""Buttons on a delivered result: Re-roll, Edit, Details, Delete. Persistent: each custom id carries
+"""Buttons on a delivered result: Re-roll, Edit, Remix, Details, Delete. Persistent: each custom id carries
 the action and the job id, the class is registered at start-up, and the state is read from the
 store, so the buttons work for the life of the message, across restarts.
 
-Re-roll and Edit start new jobs through the same admission as /imagine (limits, moderation, queue)
-and post their placeholder as a reply to the result. Who may press them is a server setting.
+Re-roll, Edit and Remix (`bot.cogs.remix`) start new jobs through the same admission as /imagine
+(limits, moderation, queue) and post their placeholder as a reply to the result. Who may press them is a server setting.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import discord
 
 from bot import render
 from bot.cogs.cancel import cancel_view
+from bot.cogs.remix import RemixModal
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
 from bot.i18n import DEFAULT, resolve, t
 from bot.jobs.model import JobRecord
@@ -29,12 +30,12 @@ from bot.services import Services, services
 
 log = logging.getLogger(__name__)
 
-ACTIONS = {"reroll": "🎲", "edit": "✏️", "details": "ℹ️", "delete": "🗑️"}
+ACTIONS = {"reroll": "🎲", "edit": "✏️", "remix": "🔀", "details": "ℹ️", "delete": "🗑️"}
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"imagine:(?P<action>reroll|edit|details|delete):(?P<job>[0-9]+)",
+    template=r"imagine:(?P<action>reroll|edit|remix|details|delete):(?P<job>[0-9]+)",
 ):
     def __init__(self, action: str, job_id: int, locale: str = DEFAULT) -> None:
         label, emoji = t(locale, f"button.{action}"), ACTIONS[action]
@@ -74,6 +75,9 @@ class ResultButton(
                 job.params, seed=random.SystemRandom().randint(0, SEED_MAX), seed_was_random=True
             )
             await start_reply(bot, interaction, params, kind="reroll", source=job)
+            return
+        if self.action == "remix":
+            await interaction.response.send_modal(RemixModal(job, press_id=interaction.id, locale=locale))
             return
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
         if not images:
