@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton
+from bot.cogs.history import HistoryCog, HistoryPage
 from bot.cogs.imagine import ImagineCog, on_tree_error
 from bot.cogs.results import ResultButton
 from bot.cogs.usage import UsageCog
@@ -113,6 +114,7 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
+        await self.add_cog(HistoryCog(self.storage))
         watch = self.balance
         await self.add_cog(
             UsageCog(
@@ -124,7 +126,7 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._set_contexts()
         await self.tree.set_translator(CatalogueTranslator())
-        self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart
+        self.add_dynamic_items(CancelButton, ResultButton, HistoryPage)  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
             self.commands_synced = await sync_commands_if_changed(self.tree, self.storage, self.guild_ids)

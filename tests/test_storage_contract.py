@@ -421,6 +421,20 @@ async def test_usage_counts_images_of_jobs_that_cost_something(storage: Storage)
     assert await storage.images_today(now=now) == 11
 
 
+async def test_history_is_a_members_own_jobs_in_one_server_or_in_dms_newest_first(storage: Storage):
+    now = time.time()
+    mine = [await storage.create_job(new_job(n, created_at=now - 100 + n)) for n in range(3)]
+    await storage.create_job(new_job(10, user_id=OTHER_USER, created_at=now))
+    await storage.create_job(new_job(11, guild_id=OTHER_GUILD, created_at=now))
+    dm = await storage.create_job(new_job(12, guild_id=None, created_at=now))
+
+    page = await storage.history(user_id=USER, guild_id=GUILD, limit=2)
+    assert [job.id for job in page] == [mine[2].id, mine[1].id]
+    rest = await storage.history(user_id=USER, guild_id=GUILD, limit=2, offset=2)
+    assert [job.id for job in rest] == [mine[0].id]
+    assert [job.id for job in await storage.history(user_id=USER, guild_id=None, limit=10)] == [dm.id]
+
+
 async def test_guild_settings_are_saved_replaced_and_announced(storage: Storage):
     heard = wakes(storage)
     assert await storage.load_guild_settings(GUILD) is None

@@ -224,6 +224,15 @@ class Storage(abc.ABC):
             raise KeyError(job_id)
         return JobRecord.from_row(row)
 
+    async def history(self, *, user_id: int, guild_id: int | None, limit: int, offset: int = 0) -> list[JobRecord]:
+        """A member's own jobs in one server (or, with `guild_id` None, in DMs), newest first."""
+        where = "guild_id = ?" if guild_id is not None else "guild_id IS NULL"
+        rows = await self._rows(
+            f"SELECT * FROM jobs WHERE user_id = ? AND {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (user_id, *(() if guild_id is None else (guild_id,)), limit, offset),
+        )
+        return [JobRecord.from_row(row) for row in rows]
+
     async def job_events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
         rows = await self._rows(
             "SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
