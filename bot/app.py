@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton
+from bot.cogs.forget import ForgetButton, ForgetCog, keep_counts_since
 from bot.cogs.history import HistoryCog, HistoryPage
 from bot.cogs.imagine import ImagineCog, on_tree_error
 from bot.cogs.results import ResultButton
@@ -115,6 +116,7 @@ class ImagineBot(commands.AutoShardedBot):
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
         await self.add_cog(HistoryCog(self.storage))
+        await self.add_cog(ForgetCog(self.storage, window_seconds=self.settings.limits.user_window_seconds))
         watch = self.balance
         await self.add_cog(
             UsageCog(
@@ -126,7 +128,9 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._set_contexts()
         await self.tree.set_translator(CatalogueTranslator())
-        self.add_dynamic_items(CancelButton, ResultButton, HistoryPage)  # work on messages posted before a restart
+        self.add_dynamic_items(
+            CancelButton, ResultButton, HistoryPage, ForgetButton
+        )  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
             self.commands_synced = await sync_commands_if_changed(self.tree, self.storage, self.guild_ids)
@@ -151,6 +155,10 @@ class ImagineBot(commands.AutoShardedBot):
                 pruned = await self.storage.prune(older_than_days=self.retention_days, now=now)
                 if pruned:
                     log.info("pruned %d job(s) older than %g days", pruned, self.retention_days)
+                window = self.settings.limits.user_window_seconds
+                counts = await self.storage.prune_forgotten(before=keep_counts_since(now, window))
+                if counts:
+                    log.info("deleted %d image count(s) kept for erased members: no budget counts them now", counts)
                 today = await self.storage.images_today(now=now)
                 budget = self.settings.global_daily_images or "no limit"
                 log.info("usage: %d image(s) today across all servers (daily budget: %s)", today, budget)

@@ -51,6 +51,7 @@ async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
         "imagine",
         "imagine-admin",
         "imagine-edit",
+        "imagine-forget-me",
         "imagine-history",
         "usage",
     ]

@@ -94,6 +94,8 @@ def test_command_texts_are_what_discord_accepts(locale):
 def test_labels_fit_discord_in_every_language(locale):
     for action in ("reroll", "edit", "remix", "details", "delete", "cancel"):
         assert len(t(locale, f"button.{action}")) <= 80
+    for label in ("history.prev", "history.next", "forget.erase", "forget.cancel", "forget.wait", "forget.keep"):
+        assert len(t(locale, label)) <= 80
     for title in ("modal.title", "remix.title"):
         assert len(t(locale, title)) <= 45
     for label in ("remix.prompt", "remix.aspect_ratio", "remix.seed"):

@@ -186,9 +186,10 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
     usage = fake.interaction("usage", {}, member_permissions=0x20, **pseudo)  # Manage Server: spend too
     await fake.dispatch_interaction(usage)
     await answered(fake, usage)
-    history = fake.interaction("imagine-history", {}, **pseudo)
-    await fake.dispatch_interaction(history)
-    await answered(fake, history)
+    for command in ("imagine-history", "imagine-forget-me"):  # the member's own list; the erasure's confirmation
+        private = fake.interaction(command, {}, **pseudo)
+        await fake.dispatch_interaction(private)
+        await answered(fake, private)
     await fake.requests.wait_for(lambda r: r.method == "PATCH" and bool(r.files), count=2)  # the re-roll's result
     admin_answers = [
         await admin(fake, "show", locale=PSEUDO),
@@ -205,7 +206,7 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
     texts = [visible(body) for body in bodies]
     assert "Ṁöđéŕåţîöñ šéţţîñĝš" in admin_answers[0] and all(answer.strip() for answer in admin_answers)
     # The placeholders and results, the Edit and Remix dialogs, Details, the refusal, /usage and
-    # /imagine-history all went through.
+    # /imagine-history and /imagine-forget-me all went through.
     assert len(bodies) >= 10 and any("Ŵĥåţ šĥöûļđ çĥåñĝé?" in text for text in texts)
     assert [(text, escaped(text)) for text in texts if escaped(text)] == []
     assert [problem for body in bodies for problem in overflows(body)] == []

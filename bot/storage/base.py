@@ -28,6 +28,7 @@ from typing import Any
 from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.limits import Usage, next_utc_midnight
 from bot.storage.batch import Batcher, distinct_runs
+from bot.storage.members import MemberData
 
 S = JobState
 DAY = 86400.0
@@ -82,7 +83,7 @@ def _marks(values: Collection[object]) -> str:
     return ", ".join("?" * len(values))
 
 
-class Storage(abc.ABC):
+class Storage(MemberData):
     """Jobs, the queue, leases, pushes, usage, server settings and meta, behind typed verbs."""
 
     backend: str  # "sqlite" or "postgresql"
@@ -223,15 +224,6 @@ class Storage(abc.ABC):
         if row is None:
             raise KeyError(job_id)
         return JobRecord.from_row(row)
-
-    async def history(self, *, user_id: int, guild_id: int | None, limit: int, offset: int = 0) -> list[JobRecord]:
-        """A member's own jobs in one server (or, with `guild_id` None, in DMs), newest first."""
-        where = "guild_id = ?" if guild_id is not None else "guild_id IS NULL"
-        rows = await self._rows(
-            f"SELECT * FROM jobs WHERE user_id = ? AND {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            (user_id, *(() if guild_id is None else (guild_id,)), limit, offset),
-        )
-        return [JobRecord.from_row(row) for row in rows]
 
     async def job_events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
         rows = await self._rows(
