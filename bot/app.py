@@ -88,6 +88,7 @@ class ImagineBot(commands.AutoShardedBot):
             self.presenter,
             model=settings.wavespeed_model,
             edit_model=settings.wavespeed_edit_model,
+            multi_model=settings.wavespeed_multi_model,
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
             foreground=self.foreground,

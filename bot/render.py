@@ -213,7 +213,9 @@ def details_text(job: JobRecord, locale: str = DEFAULT) -> str:
         line("details.images", params.num_images),
         line("details.guidance", t(locale, "number", value=params.guidance_scale)),
         line("details.safety", params.safety_tolerance),
-        line("details.model", f"{MODEL_NAME} edit" if params.is_edit else MODEL_NAME),
+        line(
+            "details.model", f"{MODEL_NAME} {'multi' if params.is_multi else 'edit'}" if params.is_edit else MODEL_NAME
+        ),
     ]
     if job.prediction_id:
         lines.append(line("field.prediction", job.prediction_id))

@@ -101,7 +101,7 @@ def test_labels_fit_discord_in_every_language(locale):
     for label in ("remix.prompt", "remix.aspect_ratio", "remix.seed"):
         assert len(t(locale, label)) <= 45
     assert len(t(locale, "remix.seed_placeholder")) <= 100
-    assert len(t(locale, "modal.instruction")) <= 45 and len(t(locale, "modal.which", count=4)) <= 45
+    assert len(t(locale, "modal.instruction")) <= 45 and len(t(locale, "modal.which_several", count=4)) <= 45
     assert len(t(locale, "modal.placeholder")) <= 100
 
 

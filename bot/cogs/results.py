@@ -111,33 +111,47 @@ class EditModal(discord.ui.Modal):
         self.add_item(self.instruction)
         self.which: discord.ui.TextInput[EditModal] | None = None
         if image_count > 1:
+            # Several numbers ("1,3") edit those images together on the multi endpoint.
             self.which = discord.ui.TextInput(
-                label=t(locale, "modal.which", count=image_count), default="1", min_length=1, max_length=1
+                label=t(locale, "modal.which_several", count=image_count),
+                default="1",
+                min_length=1,
+                max_length=2 * image_count - 1,
             )
             self.add_item(self.which)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
-        number = self.which.value.strip() if self.which is not None else "1"
-        if not number.isdigit() or not 1 <= int(number) <= len(images):
-            await reply_privately(interaction, "⚠️ " + t(self.locale, "modal.pick", count=len(images)))
+        chosen = picked(self.which.value if self.which is not None else "1", len(images))
+        if chosen is None:
+            await reply_privately(interaction, "⚠️ " + t(self.locale, "modal.pick_several", count=len(images)))
             return
         instruction = self.instruction.value.strip()
         if not instruction:  # as /imagine refuses an empty prompt
             empty = t(self.locale, "modal.empty") + " " + t(self.locale, "nothing_sent")
             await reply_privately(interaction, "⚠️ " + empty)
             return
-        source = images[int(number) - 1]
+        urls = tuple(images[number - 1].url for number in chosen)
         params = dataclasses.replace(
             self.job.params,
             prompt=instruction,
             num_images=1,
             seed=random.SystemRandom().randint(0, SEED_MAX),
             seed_was_random=True,
-            image_url=source.url,
+            image_url=urls[0] if len(urls) == 1 else None,
+            image_urls=urls if len(urls) > 1 else (),
         )
         await start_reply(bot, interaction, params, kind="edit", source=self.job)
+
+
+def picked(text: str, count: int) -> list[int] | None:
+    """The image numbers typed in the Edit dialog ("2", "1,3", "1 3"), in the order typed, each once;
+    None unless every one is a number from 1 to `count`."""
+    parts = [part for part in text.replace(",", " ").split() if part]
+    if not parts or not all(part.isdigit() and 1 <= int(part) <= count for part in parts):
+        return None
+    return list(dict.fromkeys(int(part) for part in parts))
 
 
 async def start_reply(
