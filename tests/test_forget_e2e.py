@@ -29,12 +29,18 @@ async def forget_me(fake: FakeDiscord, user_id: int = MEMBER) -> tuple[dict[str,
 
 
 async def choose(fake: FakeDiscord, payload: dict[str, Any], label: str, user_id: int = MEMBER) -> dict[str, Any]:
+    """Press `label` on the confirmation; the answer: a refusal, or the confirmation as it became."""
     message = fake.original(payload["token"])
     assert message is not None
     [button] = [b for row in message["components"] for b in row["components"] if b["label"] == label]
     press = fake.component_interaction(button["custom_id"], message, user_id=user_id)
     await fake.dispatch_interaction(press)
     answer: dict[str, Any] = (await answered(fake, press)).json
+    if answer["type"] == 6:  # acknowledged; the confirmation is then edited with the outcome
+        [edit] = await fake.requests.wait_for(
+            lambda r: r.method == "PATCH" and press["token"] in r.path and r.path.endswith("/@original")
+        )
+        answer = {"type": 6, "data": edit.json}
     return answer
 
 
@@ -67,7 +73,7 @@ async def test_erasing_deletes_the_text_everywhere_and_the_limits_still_hold(sta
     assert prompts(database_url, MEMBER) == ["my secret castle", "a castle elsewhere"]  # nothing yet
 
     done = await choose(fake, payload, "Erase my data")
-    assert done["type"] == 7 and done["data"]["components"] == []
+    assert done["type"] == 6 and done["data"]["components"] == []
     assert "Jobs deleted: **1**" in embeds_text(done) and "**1**" in embeds_text(done).split("until")[1]
     assert prompts(database_url, MEMBER) == [""]  # today's job, kept as a count without text
     [kept] = dbread.rows(

@@ -82,8 +82,10 @@ class ForgetButton(
         cog = client.get_cog("ForgetCog") if isinstance(client, commands.Bot | commands.AutoShardedBot) else None
         if not isinstance(cog, ForgetCog):
             raise RuntimeError("the ForgetCog is not loaded")
+        # Acknowledged first: erasing many jobs (zeroed on SQLite) may take longer than Discord's 3 seconds.
+        await interaction.response.defer()
         embed.description = await cog.erase(interaction, float(self.asked_at), cancel=self.choice == "cancel")
-        await interaction.response.edit_message(embed=embed, view=None, allowed_mentions=NO_MENTIONS)
+        await interaction.edit_original_response(embed=embed, view=None, allowed_mentions=NO_MENTIONS)
 
 
 class ForgetCog(commands.Cog):
