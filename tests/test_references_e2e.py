@@ -84,7 +84,7 @@ async def test_edit_on_several_images_of_a_result_sends_them_together(start_bot,
 
     refused = await answered(fake, await edit_with("1,7"))
     assert refused.json["data"]["flags"] & 64 and "from 1 to 3, separated by commas" in embeds_text(refused)
-    await edit_with("3, 1")
+    await edit_with("3, 1")  # spaces are fine
     [post] = await reply_to(fake, original)
     await delivered_reply(fake, post)
 

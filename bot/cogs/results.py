@@ -1,9 +1,10 @@
-"""Buttons on a delivered result: Re-roll, Edit, Remix, Details, Delete. Persistent: each custom id carries
-the action and the job id, the class is registered at start-up, and the state is read from the
-store, so the buttons work for the life of the message, across restarts.
+"""Buttons on a delivered result: Re-roll, Edit, Remix, Details, Delete. Persistent: each custom id
+carries the action and the job id, the class is registered at start-up, and the state is read from
+the store, so the buttons work for the life of the message, across restarts.
 
 Re-roll, Edit and Remix (`bot.cogs.remix`) start new jobs through the same admission as /imagine
-(limits, moderation, queue) and post their placeholder as a reply to the result. Who may press them is a server setting.
+(limits, moderation, queue) and post their placeholder as a reply to the result. Who may press
+them is a server setting.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class EditModal(discord.ui.Modal):
                 label=t(locale, "modal.which_several", count=image_count),
                 default="1",
                 min_length=1,
-                max_length=2 * image_count - 1,
+                max_length=4 * image_count,  # room for "1, 2, 3, 4"
             )
             self.add_item(self.which)
 
