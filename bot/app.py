@@ -129,9 +129,8 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._set_contexts()
         await self.tree.set_translator(CatalogueTranslator())
-        self.add_dynamic_items(
-            CancelButton, ResultButton, HistoryPage, ForgetButton
-        )  # work on messages posted before a restart
+        # Buttons that work on messages posted before a restart.
+        self.add_dynamic_items(CancelButton, ResultButton, HistoryPage, ForgetButton)
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
             self.commands_synced = await sync_commands_if_changed(self.tree, self.storage, self.guild_ids)

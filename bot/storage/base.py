@@ -84,7 +84,8 @@ def _marks(values: Collection[object]) -> str:
 
 
 class Storage(MemberData):
-    """Jobs, the queue, leases, pushes, usage, server settings and meta, behind typed verbs."""
+    """Jobs, the queue, leases, pushes, usage, server settings and meta, behind typed verbs; a
+    member's own history and erasure come from `bot.storage.members`."""
 
     backend: str  # "sqlite" or "postgresql"
     # An expression for the database's clock in unix seconds: leases and pauses compare against one
