@@ -51,15 +51,16 @@ def prompts(url: str, user_id: int) -> list[str]:
     ]
 
 
-async def made(bot: RunningBot, prompt: str, **options: Any) -> None:
+async def made(bot: RunningBot, prompt: str, **options: Any) -> dict[str, Any]:
     payload = await bot.imagine(prompt=prompt, **options)
     await bot.final_edit(payload)
+    return payload
 
 
 async def test_erasing_deletes_the_text_everywhere_and_the_limits_still_hold(start_bot, wavespeed, database_url):
     bot = await start_bot(user_window_images=4)
     fake: FakeDiscord = bot.discord
-    await made(bot, "my secret castle", user_id=MEMBER, num_images=2)
+    first = await made(bot, "my secret castle", user_id=MEMBER, num_images=2)
     await made(bot, "a castle elsewhere", user_id=MEMBER, guild_id=ELSEWHERE)
     await made(bot, "their own castle", user_id=OTHER)
     dbread.execute(  # one job from three days ago: no budget counts it any more
@@ -87,6 +88,14 @@ async def test_erasing_deletes_the_text_everywhere_and_the_limits_still_hold(sta
     assert dbread.rows(database_url, events, MEMBER) == [(0,)]
     assert prompts(database_url, OTHER) == ["their own castle"]
 
+    castle = fake.original(first["token"])
+    assert castle is not None
+    for label in ("Re-roll", "Remix", "Details"):  # the result is still in the channel; its text is gone
+        [button] = [b for row in castle["components"] for b in row["components"] if b["label"] == label]
+        click = fake.component_interaction(button["custom_id"], castle, user_id=OTHER)
+        await fake.dispatch_interaction(click)
+        gone = await answered(fake, click)
+        assert gone.json["data"]["flags"] & 64 and "erased their data" in embeds_text(gone)
     over = await bot.imagine(prompt="one more", user_id=MEMBER, num_images=3)  # 2 + 3 > 4 in the window
     assert "in the last hour" in embeds_text(await answered(fake, over))
     history = fake.interaction("imagine-history", {}, user_id=MEMBER)

@@ -28,6 +28,7 @@ from bot.moderation.log import deletion_entry
 from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
 from bot.refusals import Refusal
 from bot.services import Services, services
+from bot.storage.members import FORGOTTEN
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class ResultButton(
             return
         if job is None:
             await reply_privately(interaction, t(locale, "result.gone"))
+            return
+        if job.kind == FORGOTTEN:  # only an image count is left: no prompt to show or run again
+            await reply_privately(interaction, t(locale, "result.forgotten"))
             return
         if self.action == "details":
             await reply_privately(interaction, render.details_text(job, locale))
