@@ -48,7 +48,10 @@ def entry(job: JobRecord, locale: str) -> str:
     when = discord.utils.format_dt(datetime.fromtimestamp(job.created_at, UTC), "R")
     outcome = t(locale, OUTCOMES.get(job.state, "history.running"))
     text = f"{when} · {outcome} · {shorten(job.params.prompt)}"
-    url = message_url(job.guild_id, job.channel_id, job.result_message_id or job.message_id)
+    # The placeholder: it became the result, or (a result posted later as a new message, or sent by
+    # DM when the channel refused it) it says where the result went. A DM's id would make a broken
+    # link with the server's channel.
+    url = message_url(job.guild_id, job.channel_id, job.message_id or job.result_message_id)
     if url is not None and job.state is not JobState.CANCELLED:
         text += f" · [{t(locale, 'history.open')}]({url})"
     return "- " + text
