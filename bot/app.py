@@ -18,6 +18,8 @@ from discord.ext import commands
 
 from bot.cogs.admin import AdminCog
 from bot.cogs.cancel import CancelButton
+from bot.cogs.forget import ForgetButton, ForgetCog, keep_counts_since
+from bot.cogs.history import HistoryCog, HistoryPage
 from bot.cogs.imagine import ImagineCog, on_tree_error
 from bot.cogs.results import ResultButton
 from bot.cogs.usage import UsageCog
@@ -86,6 +88,7 @@ class ImagineBot(commands.AutoShardedBot):
             self.presenter,
             model=settings.wavespeed_model,
             edit_model=settings.wavespeed_edit_model,
+            multi_model=settings.wavespeed_multi_model,
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
             foreground=self.foreground,
@@ -113,6 +116,8 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
+        await self.add_cog(HistoryCog(self.storage))
+        await self.add_cog(ForgetCog(self.storage, window_seconds=self.settings.limits.user_window_seconds))
         watch = self.balance
         await self.add_cog(
             UsageCog(
@@ -124,7 +129,8 @@ class ImagineBot(commands.AutoShardedBot):
         )
         self._set_contexts()
         await self.tree.set_translator(CatalogueTranslator())
-        self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart
+        # Buttons that work on messages posted before a restart.
+        self.add_dynamic_items(CancelButton, ResultButton, HistoryPage, ForgetButton)
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
             self.commands_synced = await sync_commands_if_changed(self.tree, self.storage, self.guild_ids)
@@ -149,6 +155,10 @@ class ImagineBot(commands.AutoShardedBot):
                 pruned = await self.storage.prune(older_than_days=self.retention_days, now=now)
                 if pruned:
                     log.info("pruned %d job(s) older than %g days", pruned, self.retention_days)
+                window = self.settings.limits.user_window_seconds
+                counts = await self.storage.prune_forgotten(before=keep_counts_since(now, window))
+                if counts:
+                    log.info("deleted %d image count(s) kept for erased members: no budget counts them now", counts)
                 today = await self.storage.images_today(now=now)
                 budget = self.settings.global_daily_images or "no limit"
                 log.info("usage: %d image(s) today across all servers (daily budget: %s)", today, budget)

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     wavespeed_base_url: str = "https://api.wavespeed.ai"
     wavespeed_model: str = "wavespeed-ai/flux-kontext-pro/text-to-image"
     wavespeed_edit_model: str = "wavespeed-ai/flux-kontext-pro"
+    wavespeed_multi_model: str = "wavespeed-ai/flux-kontext-pro/multi"
 
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"

@@ -11,6 +11,7 @@ ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:2
 SAFETY_TOLERANCES = ("1", "2", "3", "4", "5")
 PROMPT_MAX_LENGTH = 2000
 NUM_IMAGES_MAX = 4
+REFERENCES_MAX = 4  # images one edit may combine (WaveSpeed's multi endpoint takes up to 5)
 GUIDANCE_MIN, GUIDANCE_MAX = 1.0, 10.0
 # Every WaveSpeed Kontext page accepts -1..2147483647; one page allows more, so stay within the common range.
 SEED_MAX = 2_147_483_647
@@ -42,14 +43,33 @@ class ImagineParams:
     safety_tolerance: str = DEFAULT_SAFETY_TOLERANCE
     seed_was_random: bool = True
     image_url: str | None = None  # set for a Kontext edit of this image (one output)
+    # Set instead for an edit of several images together (FLUX.1 Kontext multi): "the cat from
+    # image 1 on the sofa from image 2". In the order the member gave them.
+    image_urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_urls", tuple(self.image_urls))  # a list when read back from JSON
 
     @property
     def is_edit(self) -> bool:
-        return self.image_url is not None
+        return self.image_url is not None or bool(self.image_urls)
+
+    @property
+    def is_multi(self) -> bool:
+        return bool(self.image_urls)
 
     def api_input(self) -> dict[str, Any]:
         """The request body, with the concrete seed we will show: the edit endpoint takes the source
-        image and makes one image; text-to-image takes `num_images`."""
+        image and makes one image, the multi endpoint its `images`; text-to-image takes `num_images`."""
+        if self.image_urls:
+            return {
+                "prompt": self.prompt,
+                "images": list(self.image_urls),
+                "aspect_ratio": self.aspect_ratio,
+                "seed": self.seed,
+                "guidance_scale": self.guidance_scale,
+                "safety_tolerance": self.safety_tolerance,
+            }
         if self.image_url is not None:
             return {
                 "prompt": self.prompt,
@@ -82,6 +102,7 @@ def validate(
     guidance_scale: object = None,
     safety_tolerance: object = None,
     image_url: str | None = None,
+    image_urls: tuple[str, ...] = (),
     rng: random.Random | None = None,
 ) -> ImagineParams:
     """Check every option and fill the defaults. Raises InvalidOptionError naming the first bad option."""
@@ -95,7 +116,8 @@ def validate(
     if aspect_ratio not in ASPECT_RATIOS:
         raise InvalidOptionError("aspect_ratio", "one_of", choices=", ".join(ASPECT_RATIOS))
 
-    num_images = DEFAULT_NUM_IMAGES if num_images is None or image_url is not None else num_images
+    is_edit = image_url is not None or bool(image_urls)
+    num_images = DEFAULT_NUM_IMAGES if num_images is None or is_edit else num_images
     if not _is_int(num_images) or not 1 <= num_images <= NUM_IMAGES_MAX:  # type: ignore[operator]
         raise InvalidOptionError("num_images", "whole_number", low=1, high=NUM_IMAGES_MAX)
 
@@ -127,4 +149,5 @@ def validate(
         safety_tolerance=safety_tolerance,
         seed_was_random=seed_was_random,
         image_url=image_url,
+        image_urls=tuple(image_urls),
     )

@@ -213,7 +213,9 @@ def details_text(job: JobRecord, locale: str = DEFAULT) -> str:
         line("details.images", params.num_images),
         line("details.guidance", t(locale, "number", value=params.guidance_scale)),
         line("details.safety", params.safety_tolerance),
-        line("details.model", f"{MODEL_NAME} edit" if params.is_edit else MODEL_NAME),
+        line(
+            "details.model", f"{MODEL_NAME} {'multi' if params.is_multi else 'edit'}" if params.is_edit else MODEL_NAME
+        ),
     ]
     if job.prediction_id:
         lines.append(line("field.prediction", job.prediction_id))
@@ -225,7 +227,8 @@ def details_text(job: JobRecord, locale: str = DEFAULT) -> str:
         lines.append(line("details.waited", seconds(locale, max(0.0, job.submitted_at - job.created_at))))
     lines.append(f"**{t(locale, 'details.requester')}** <@{job.user_id}>")
     if job.source_job_id is not None:
-        lines.append(line("details.edited_from" if params.is_edit else "details.rerolled_from", job.source_job_id))
+        origin = "edited" if params.is_edit else "remixed" if job.kind == "remix" else "rerolled"
+        lines.append(line(f"details.{origin}_from", job.source_job_id))
     return "\n".join(lines)[:2000]
 
 

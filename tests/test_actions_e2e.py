@@ -90,7 +90,7 @@ async def test_requester_only_setting_refuses_other_members(start_bot, wavespeed
     assert "✅" in await admin(fake, "actions", who="requester")
     original = await result(bot)
 
-    for label in ("Re-roll", "Edit"):
+    for label in ("Re-roll", "Edit", "Remix"):
         refusal = await answered(fake, await press(fake, original, label, user=OTHER))
         assert refusal.json["data"]["flags"] & 64 and "only the member who asked" in embeds_text(refusal)
     details = await answered(fake, await press(fake, original, "Details", user=OTHER))
@@ -217,3 +217,60 @@ async def test_an_edit_whose_source_expired_says_so(start_bot, wavespeed):
         lambda r: r.method == "PATCH" and r.path.endswith(f"/messages/{created['id']}") and "expired" in embeds_text(r)
     )
     assert fake.messages[int(created["id"])]["embeds"][0]["title"] == "Couldn't make your image"
+
+
+def remix_fields(modal: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Remix dialog's text inputs by their English label's first word: prompt, aspect, seed."""
+    inputs = [row["components"][0] for row in modal["components"]]
+    return {field["label"].split()[0].lower(): field for field in inputs}
+
+
+async def test_remix_opens_the_prompt_prefilled_and_runs_the_changed_text_as_a_new_job(
+    start_bot, wavespeed, database_url
+):
+    bot = await start_bot()
+    fake: FakeDiscord = bot.discord
+    original = await result(bot, prompt="a lighthouse at noon", seed=42, num_images=2, guidance_scale=5.0)
+
+    click = await press(fake, original, "Remix", user=OTHER)
+    assert (await answered(fake, click)).json["type"] == 9
+    modal = fake.modals[-1]
+    fields = remix_fields(modal)
+    assert fields["prompt"]["value"] == "a lighthouse at noon"
+    assert fields["aspect"]["value"] == "1:1" and fields["seed"]["value"] == "42"
+    assert str(click["id"]) in modal["custom_id"]  # the presser's own dialog
+    values = {fields["prompt"]["custom_id"]: "a lighthouse at dusk", fields["aspect"]["custom_id"]: "16:9"}
+    values[fields["seed"]["custom_id"]] = "42"
+    submit = fake.modal_submit(modal["custom_id"], values, message=original, user_id=OTHER)
+    await fake.dispatch_interaction(submit)
+    [post] = await reply_to(fake, original)
+    remixed = await delivered_reply(fake, post)
+
+    first, second = wavespeed.accepted_submits()
+    assert second.path == f"/api/v3/{TEXT_TO_IMAGE}"
+    assert second.json == {**first.json, "prompt": "a lighthouse at dusk", "aspect_ratio": "16:9"}
+    assert len(remixed["attachments"]) == 2
+    rows = dbread.rows(database_url, "SELECT kind, source_job_id, user_id, id FROM jobs ORDER BY id")
+    assert rows[1][0] == "remix" and rows[1][1] is not None and rows[1][2] == OTHER  # counted to the presser
+    details = embeds_text(await answered(fake, await press(fake, remixed, "Details")))
+    assert f"**Remixed from job** `{rows[0][3]}`" in details
+
+
+async def test_remix_refuses_a_bad_seed_or_aspect_ratio_and_sends_nothing(start_bot, wavespeed):
+    bot = await start_bot()
+    fake: FakeDiscord = bot.discord
+    original = await result(bot)
+    for field, value, says in (("seed", "12ab", "`seed`"), ("aspect", "5:4", "`aspect_ratio`")):
+        await answered(fake, await press(fake, original, "Remix"))
+        modal = fake.modals[-1]
+        fields = remix_fields(modal)
+        submit = fake.modal_submit(
+            modal["custom_id"],
+            {f["custom_id"]: (value if name == field else f["value"]) for name, f in fields.items()},
+            message=original,
+        )
+        await fake.dispatch_interaction(submit)
+        refused = await answered(fake, submit)
+        assert refused.json["data"]["flags"] & 64 and says in embeds_text(refused)
+        assert "Nothing was sent" in embeds_text(refused)
+    assert len(wavespeed.submits()) == 1

@@ -47,7 +47,14 @@ async def test_the_bot_process_connects_syncs_once_and_exits_cleanly_on_sigterm(
         assert len(syncs()) == 1, run
     [sync] = syncs()
     assert sync.path == f"/applications/{discord_fake.application_id}/guilds/111111111111111111/commands"
-    assert sorted(c["name"] for c in sync.json) == ["imagine", "imagine-admin", "imagine-edit", "usage"]
+    assert sorted(c["name"] for c in sync.json) == [
+        "imagine",
+        "imagine-admin",
+        "imagine-edit",
+        "imagine-forget-me",
+        "imagine-history",
+        "usage",
+    ]
     [admin] = [c for c in sync.json if c["name"] == "imagine-admin"]
     assert int(admin["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
     assert admin["contexts"] == [0] and {o["name"] for o in admin["options"]} >= {"show", "nsfw", "block", "reset"}

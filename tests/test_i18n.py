@@ -92,10 +92,16 @@ def test_command_texts_are_what_discord_accepts(locale):
 
 @pytest.mark.parametrize("locale", [*LOCALES, PSEUDO])
 def test_labels_fit_discord_in_every_language(locale):
-    for action in ("reroll", "edit", "details", "delete", "cancel"):
+    for action in ("reroll", "edit", "remix", "details", "delete", "cancel"):
         assert len(t(locale, f"button.{action}")) <= 80
-    assert len(t(locale, "modal.title")) <= 45
-    assert len(t(locale, "modal.instruction")) <= 45 and len(t(locale, "modal.which", count=4)) <= 45
+    for label in ("history.prev", "history.next", "forget.erase", "forget.cancel", "forget.wait", "forget.keep"):
+        assert len(t(locale, label)) <= 80
+    for title in ("modal.title", "remix.title"):
+        assert len(t(locale, title)) <= 45
+    for label in ("remix.prompt", "remix.aspect_ratio", "remix.seed"):
+        assert len(t(locale, label)) <= 45
+    assert len(t(locale, "remix.seed_placeholder")) <= 100
+    assert len(t(locale, "modal.instruction")) <= 45 and len(t(locale, "modal.which_several", count=4)) <= 45
     assert len(t(locale, "modal.placeholder")) <= 100
 
 

@@ -50,7 +50,7 @@ async def test_a_german_member_on_a_german_server_gets_german_progress_result_an
     assert "In der Warteschlange" in embeds_text(placeholder) and buttons(placeholder.json) == ["Abbrechen"]
     text = embeds_text(final)
     assert "✨ Erdacht" in text and "Optionen:" in text and "2 Bilder" in text and "Rechenzeit" in text
-    assert buttons(final.json) == ["Neu würfeln", "Bearbeiten", "Details", "Löschen"]
+    assert buttons(final.json) == ["Neu würfeln", "Bearbeiten", "Remix", "Details", "Löschen"]
     assert alt_texts(final) == ["Bild, erzeugt aus der Beschreibung: ein Leuchtturm"] * 2
     for sent in edits_of(bot.discord, payload):  # the placeholder, every progress edit, the result
         assert not any(word in embeds_text(sent) for word in ENGLISH_PROGRESS), embeds_text(sent)
@@ -191,6 +191,10 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
     usage = fake.interaction("usage", {}, member_permissions=0x20, **pseudo)  # Manage Server: spend too
     await fake.dispatch_interaction(usage)
     await answered(fake, usage)
+    for command in ("imagine-history", "imagine-forget-me"):  # the member's own list; the erasure's confirmation
+        private = fake.interaction(command, {}, **pseudo)
+        await fake.dispatch_interaction(private)
+        await answered(fake, private)
     await fake.requests.wait_for(lambda r: r.method == "PATCH" and bool(r.files), count=2)  # the re-roll's result
     admin_answers = [
         await admin(fake, "show", locale=PSEUDO),
@@ -206,7 +210,8 @@ async def test_a_pseudo_locale_run_leaves_no_english_and_overflows_nothing(start
     ]
     texts = [visible(body) for body in bodies]
     assert "Ṁöđéŕåţîöñ šéţţîñĝš" in admin_answers[0] and all(answer.strip() for answer in admin_answers)
-    # The placeholders and results, the Edit dialog, Details, the refusal and /usage all went through.
+    # The placeholders and results, the Edit and Remix dialogs, Details, the refusal, /usage and
+    # /imagine-history and /imagine-forget-me all went through.
     assert len(bodies) >= 10 and any("Ŵĥåţ šĥöûļđ çĥåñĝé?" in text for text in texts)
     assert [(text, escaped(text)) for text in texts if escaped(text)] == []
     assert [problem for body in bodies for problem in overflows(body)] == []

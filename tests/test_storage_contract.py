@@ -421,6 +421,80 @@ async def test_usage_counts_images_of_jobs_that_cost_something(storage: Storage)
     assert await storage.images_today(now=now) == 11
 
 
+async def test_history_is_a_members_own_jobs_in_one_server_or_in_dms_newest_first(storage: Storage):
+    now = time.time()
+    mine = [await storage.create_job(new_job(n, created_at=now - 100 + n)) for n in range(3)]
+    await storage.create_job(new_job(10, user_id=OTHER_USER, created_at=now))
+    await storage.create_job(new_job(11, guild_id=OTHER_GUILD, created_at=now))
+    dm = await storage.create_job(new_job(12, guild_id=None, created_at=now))
+
+    page = await storage.history(user_id=USER, guild_id=GUILD, limit=2)
+    assert [job.id for job in page] == [mine[2].id, mine[1].id]
+    rest = await storage.history(user_id=USER, guild_id=GUILD, limit=2, offset=2)
+    assert [job.id for job in rest] == [mine[0].id]
+    assert [job.id for job in await storage.history(user_id=USER, guild_id=None, limit=10)] == [dm.id]
+
+
+async def finished(storage: Storage, n: int, *, created_at: float, cancelled: bool = False) -> int:
+    """A job of USER that ended: delivered (it cost something) or cancelled (it did not)."""
+    job = await storage.create_job(new_job(n, created_at=created_at, num_images=2))
+    if cancelled:
+        await storage.cancel(job.id, finished_at=created_at)
+        return job.id
+    await storage.record_placeholder(job.id, 900 + n)
+    claimed = await storage.claim_next(capacity=100)
+    assert claimed is not None and claimed.id == job.id
+    await storage.mark_submitted(job.id, prediction_id=f"pred-{n}", submitted_at=created_at)
+    await storage.mark_completed(job.id, inference_ms=1000)
+    await storage.mark_delivering(job.id)
+    await storage.mark_delivered(job.id, result_message_id=800 + n, finished_at=created_at)
+    return job.id
+
+
+async def test_forgetting_a_member_keeps_only_todays_image_counts_and_leaves_running_jobs(storage: Storage):
+    now = await storage.clock()
+    old = await finished(storage, 1, created_at=now - 3 * DAY)
+    today = await finished(storage, 2, created_at=now - 60)
+    free_today = await finished(storage, 3, created_at=now - 50, cancelled=True)
+    running = await storage.create_job(new_job(4, created_at=now - 40))
+    others = await storage.create_job(new_job(5, user_id=OTHER_USER, created_at=now - 30))
+    await storage.record_push("pred-1", '{"input": {"prompt": "prompt 1"}}')
+    before = await storage.usage_for(user_id=USER, guild_id=GUILD, now=now, window_seconds=3600)
+    assert await storage.member_jobs(USER, before=now) == (3, [await storage.get_job(running.id)])
+
+    gone = await storage.forget_member(USER, before=now, keep_counts_since=now - 3600)
+
+    assert (gone.deleted, gone.kept_counts) == (2, 1)
+    for job_id in (old, free_today):
+        with pytest.raises(KeyError):
+            await storage.get_job(job_id)
+    kept = await storage.get_job(today)
+    assert (kept.params.prompt, kept.interaction_token, kept.prediction_id, kept.kind) == ("", "", None, "forgotten")
+    assert (kept.channel_id, kept.message_id, kept.result_message_id, kept.params.num_images) == (None, None, None, 1)
+    assert await storage.job_events(today) == [] and await storage.pushed("pred-1") is None
+    assert (await storage.get_job(running.id)).params.prompt == "prompt 4"  # left to finish
+    assert (await storage.get_job(others.id)).params.prompt == "prompt 5"
+    after = await storage.usage_for(user_id=USER, guild_id=GUILD, now=now, window_seconds=3600)
+    assert (after.guild_today, after.global_today, after.user_window_total) == (
+        before.guild_today,
+        before.global_today,
+        before.user_window_total,
+    )  # the budgets still count what was made
+    assert await storage.history(user_id=USER, guild_id=GUILD, limit=10) == [await storage.get_job(running.id)]
+    assert await storage.member_jobs(USER, before=now) == (0, [await storage.get_job(running.id)])
+    assert await storage.prune_forgotten(before=now - DAY) == 0
+    assert await storage.prune_forgotten(before=now) == 1
+
+
+async def test_a_pending_erasure_is_noted_listed_and_cleared(storage: Storage):
+    await storage.set_pending_erasure(USER, 123.5)
+    await storage.set_pending_erasure(OTHER_USER, 7.0)
+    await storage.set_meta("forget-me-not", "x")  # another key with a similar name is not one
+    assert sorted(await storage.pending_erasures()) == sorted([(USER, 123.5), (OTHER_USER, 7.0)])
+    await storage.set_pending_erasure(USER, None)
+    assert await storage.pending_erasures() == [(OTHER_USER, 7.0)]
+
+
 async def test_guild_settings_are_saved_replaced_and_announced(storage: Storage):
     heard = wakes(storage)
     assert await storage.load_guild_settings(GUILD) is None

@@ -222,7 +222,7 @@ async def test_a_locked_database_gets_a_busy_answer_in_time_and_loses_nothing(st
     # A row the locked request may have written late is closed, never run: nothing is left waiting.
     await wait_until(lambda: all(state in ("delivered", "failed") for state, _ in job_rows(database_url)))
     assert [r.json["prompt"] for r in wavespeed.accepted_submits()] == ["warm up", "after the lock"]
-    assert "Re-roll and Edit: requester" in (await admin(fake, "show")).replace("\n", " ")  # saved once free
+    assert "Re-roll, Edit and Remix: requester" in (await admin(fake, "show")).replace("\n", " ")  # saved once free
 
 
 # -- /usage shows a server its own figures only ---------------------------------------------------

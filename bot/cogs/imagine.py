@@ -34,7 +34,17 @@ log = logging.getLogger(__name__)
 
 EXPIRED = 10062  # Discord: Unknown interaction (its token's 3 seconds are over)
 IMAGINE_OPTIONS = ("prompt", "aspect_ratio", "num_images", "seed", "guidance_scale", "safety_tolerance")
-EDIT_OPTIONS = ("image", "prompt", "aspect_ratio", "seed", "guidance_scale", "safety_tolerance")
+EDIT_OPTIONS = (
+    "image",
+    "prompt",
+    "image2",
+    "image3",
+    "image4",
+    "aspect_ratio",
+    "seed",
+    "guidance_scale",
+    "safety_tolerance",
+)
 
 # Choice names are English here and translated at sync (`bot.i18n.commands`), like every other
 # command text: the catalogue holds them under `choice.<value>`.
@@ -83,15 +93,24 @@ class ImagineCog(commands.Cog):
         interaction: discord.Interaction,
         image: discord.Attachment,
         prompt: app_commands.Range[str, 1, PROMPT_MAX_LENGTH],
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
         aspect_ratio: str | None = None,
         seed: app_commands.Range[int, -1, SEED_MAX] | None = None,
         guidance_scale: app_commands.Range[float, GUIDANCE_MIN, GUIDANCE_MAX] | None = None,
         safety_tolerance: str | None = None,
     ) -> None:
-        if not (image.content_type or "").startswith("image/") or image.size > EDIT_SOURCE_MAX:
-            locale = resolve(interaction.locale)
-            await reply_privately(interaction, "⚠️ " + t(locale, "option.bad_image") + " " + t(locale, "nothing_sent"))
-            return
+        # One image goes to the edit endpoint; two to four, in the order given, to the multi one.
+        given = {"image": image, "image2": image2, "image3": image3, "image4": image4}
+        for option, attachment in given.items():
+            if attachment is not None and not usable_source(attachment):
+                locale = resolve(interaction.locale)
+                name = t(locale, f"command.imagine-edit.{option}.name")
+                refused = t(locale, "option.bad_reference", name=name) + " " + t(locale, "nothing_sent")
+                await reply_privately(interaction, "⚠️ " + refused)
+                return
+        urls = tuple(a.url for a in given.values() if a is not None)
         try:
             params = validate(
                 prompt=prompt,
@@ -99,7 +118,8 @@ class ImagineCog(commands.Cog):
                 seed=seed,
                 guidance_scale=guidance_scale,
                 safety_tolerance=safety_tolerance,
-                image_url=image.url,
+                image_url=urls[0] if len(urls) == 1 else None,
+                image_urls=urls if len(urls) > 1 else (),
                 rng=self._rng,
             )
         except InvalidOptionError as error:
@@ -109,6 +129,13 @@ class ImagineCog(commands.Cog):
 
 
 EDIT_SOURCE_MAX = 20 * 1024 * 1024  # what the bot lets WaveSpeed fetch from Discord for an edit
+EDIT_SOURCE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
+def usable_source(attachment: discord.Attachment) -> bool:
+    """An image WaveSpeed can edit: PNG, JPEG or WebP (as Discord reports its type), not too big."""
+    kind = (attachment.content_type or "").split(";")[0].strip().lower()
+    return kind in EDIT_SOURCE_TYPES and 0 < attachment.size <= EDIT_SOURCE_MAX
 
 
 async def start_from_command(

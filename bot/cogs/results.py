@@ -1,9 +1,10 @@
-"""Buttons on a delivered result: Re-roll, Edit, Details, Delete. Persistent: each custom id carries
-the action and the job id, the class is registered at start-up, and the state is read from the
-store, so the buttons work for the life of the message, across restarts.
+"""Buttons on a delivered result: Re-roll, Edit, Remix, Details, Delete. Persistent: each custom id
+carries the action and the job id, the class is registered at start-up, and the state is read from
+the store, so the buttons work for the life of the message, across restarts.
 
-Re-roll and Edit start new jobs through the same admission as /imagine (limits, moderation, queue)
-and post their placeholder as a reply to the result. Who may press them is a server setting.
+Re-roll, Edit and Remix (`bot.cogs.remix`) start new jobs through the same admission as /imagine
+(limits, moderation, queue) and post their placeholder as a reply to the result. Who may press
+them is a server setting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import discord
 
 from bot import render
 from bot.cogs.cancel import cancel_view
+from bot.cogs.remix import RemixModal
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
 from bot.i18n import DEFAULT, resolve, t
 from bot.jobs.model import JobRecord
@@ -26,15 +28,16 @@ from bot.moderation.log import deletion_entry
 from bot.params import PROMPT_MAX_LENGTH, SEED_MAX, ImagineParams
 from bot.refusals import Refusal
 from bot.services import Services, services
+from bot.storage.members import FORGOTTEN
 
 log = logging.getLogger(__name__)
 
-ACTIONS = {"reroll": "🎲", "edit": "✏️", "details": "ℹ️", "delete": "🗑️"}
+ACTIONS = {"reroll": "🎲", "edit": "✏️", "remix": "🔀", "details": "ℹ️", "delete": "🗑️"}
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
-    template=r"imagine:(?P<action>reroll|edit|details|delete):(?P<job>[0-9]+)",
+    template=r"imagine:(?P<action>reroll|edit|remix|details|delete):(?P<job>[0-9]+)",
 ):
     def __init__(self, action: str, job_id: int, locale: str = DEFAULT) -> None:
         label, emoji = t(locale, f"button.{action}"), ACTIONS[action]
@@ -62,6 +65,9 @@ class ResultButton(
         if job is None:
             await reply_privately(interaction, t(locale, "result.gone"))
             return
+        if job.kind == FORGOTTEN:  # only an image count is left: no prompt to show or run again
+            await reply_privately(interaction, t(locale, "result.forgotten"))
+            return
         if self.action == "details":
             await reply_privately(interaction, render.details_text(job, locale))
             return
@@ -74,6 +80,9 @@ class ResultButton(
                 job.params, seed=random.SystemRandom().randint(0, SEED_MAX), seed_was_random=True
             )
             await start_reply(bot, interaction, params, kind="reroll", source=job)
+            return
+        if self.action == "remix":
+            await interaction.response.send_modal(RemixModal(job, press_id=interaction.id, locale=locale))
             return
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
         if not images:
@@ -107,33 +116,47 @@ class EditModal(discord.ui.Modal):
         self.add_item(self.instruction)
         self.which: discord.ui.TextInput[EditModal] | None = None
         if image_count > 1:
+            # Several numbers ("1,3") edit those images together on the multi endpoint.
             self.which = discord.ui.TextInput(
-                label=t(locale, "modal.which", count=image_count), default="1", min_length=1, max_length=1
+                label=t(locale, "modal.which_several", count=image_count),
+                default="1",
+                min_length=1,
+                max_length=4 * image_count,  # room for "1, 2, 3, 4"
             )
             self.add_item(self.which)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
-        number = self.which.value.strip() if self.which is not None else "1"
-        if not number.isdigit() or not 1 <= int(number) <= len(images):
-            await reply_privately(interaction, "⚠️ " + t(self.locale, "modal.pick", count=len(images)))
+        chosen = picked(self.which.value if self.which is not None else "1", len(images))
+        if chosen is None:
+            await reply_privately(interaction, "⚠️ " + t(self.locale, "modal.pick_several", count=len(images)))
             return
         instruction = self.instruction.value.strip()
         if not instruction:  # as /imagine refuses an empty prompt
             empty = t(self.locale, "modal.empty") + " " + t(self.locale, "nothing_sent")
             await reply_privately(interaction, "⚠️ " + empty)
             return
-        source = images[int(number) - 1]
+        urls = tuple(images[number - 1].url for number in chosen)
         params = dataclasses.replace(
             self.job.params,
             prompt=instruction,
             num_images=1,
             seed=random.SystemRandom().randint(0, SEED_MAX),
             seed_was_random=True,
-            image_url=source.url,
+            image_url=urls[0] if len(urls) == 1 else None,
+            image_urls=urls if len(urls) > 1 else (),
         )
         await start_reply(bot, interaction, params, kind="edit", source=self.job)
+
+
+def picked(text: str, count: int) -> list[int] | None:
+    """The image numbers typed in the Edit dialog ("2", "1,3", "1 3"), in the order typed, each once;
+    None unless every one is a number from 1 to `count`."""
+    parts = [part for part in text.replace(",", " ").split() if part]
+    if not parts or not all(part.isdigit() and 1 <= int(part) <= count for part in parts):
+        return None
+    return list(dict.fromkeys(int(part) for part in parts))
 
 
 async def start_reply(

@@ -60,6 +60,7 @@ class JobRunner:
         *,
         model: str,
         edit_model: str = "wavespeed-ai/flux-kontext-pro",
+        multi_model: str = "wavespeed-ai/flux-kontext-pro/multi",
         timeout: float,
         progress_interval: float = 1.5,
         resume_minimum: float = RESUME_MINIMUM,
@@ -72,6 +73,7 @@ class JobRunner:
         self._presenter = presenter
         self._model = model
         self._edit_model = edit_model
+        self._multi_model = multi_model
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._resume_minimum = resume_minimum
@@ -243,7 +245,8 @@ class JobRunner:
             run.since = datetime.fromtimestamp(submitted_at, UTC)
             run.progress.update(Stage.PROCESSING)
         try:
-            model = self._edit_model if run.job.params.is_edit else self._model
+            params = run.job.params
+            model = self._multi_model if params.is_multi else self._edit_model if params.is_edit else self._model
             submitted = await self._client.submit(
                 model, run.job.params.api_input(), deadline=deadline, retry_rate_limits=False
             )

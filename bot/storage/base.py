@@ -28,6 +28,7 @@ from typing import Any
 from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.limits import Usage, next_utc_midnight
 from bot.storage.batch import Batcher, distinct_runs
+from bot.storage.members import MemberData
 
 S = JobState
 DAY = 86400.0
@@ -82,8 +83,9 @@ def _marks(values: Collection[object]) -> str:
     return ", ".join("?" * len(values))
 
 
-class Storage(abc.ABC):
-    """Jobs, the queue, leases, pushes, usage, server settings and meta, behind typed verbs."""
+class Storage(MemberData):
+    """Jobs, the queue, leases, pushes, usage, server settings and meta, behind typed verbs; a
+    member's own history and erasure come from `bot.storage.members`."""
 
     backend: str  # "sqlite" or "postgresql"
     # An expression for the database's clock in unix seconds: leases and pauses compare against one

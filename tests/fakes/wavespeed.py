@@ -34,7 +34,8 @@ Scripted = int | Literal["malformed", "html", "envelope-error", "hang", "accept-
 
 TEXT_TO_IMAGE = "wavespeed-ai/flux-kontext-pro/text-to-image"
 EDIT = "wavespeed-ai/flux-kontext-pro"
-MODELS = {TEXT_TO_IMAGE, EDIT, "wavespeed-ai/flux-kontext-max/text-to-image", "wavespeed-ai/flux-kontext-max"}
+MULTI = "wavespeed-ai/flux-kontext-pro/multi"
+MODELS = {TEXT_TO_IMAGE, EDIT, MULTI, "wavespeed-ai/flux-kontext-max/text-to-image", "wavespeed-ai/flux-kontext-max"}
 RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 
 
@@ -111,6 +112,10 @@ def input_error(model: str, body: Any) -> str | None:
         num = body.get("num_images", 1)
         if not isinstance(num, int) or isinstance(num, bool) or not 1 <= num <= 4:
             return "num_images must be between 1 and 4"
+    elif model.endswith("/multi"):
+        images = body.get("images")
+        if not isinstance(images, list) or not 1 <= len(images) <= 5 or not all(isinstance(i, str) for i in images):
+            return "images must be a list of 1 to 5 image URLs"
     elif not isinstance(body.get("image"), str):
         return "image is required"
     if body.get("aspect_ratio", "1:1") not in RATIOS:
