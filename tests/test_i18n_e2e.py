@@ -12,7 +12,7 @@ from bot.i18n import PSEUDO, t
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import Scenario
-from tests.helpers import admin, answered, embeds_text
+from tests.helpers import admin, answered, embeds_text, wait_until
 
 LOG_CHANNEL = 1310000000000000900
 ENGLISH_PROGRESS = ("Queued", "Submitted", "Generating", "Imagining", "Imagined", "Options")
@@ -254,6 +254,8 @@ async def test_a_japanese_member_cancels_in_japanese_and_a_stranger_is_refused_i
     bot = await start_bot(max_concurrent_jobs=1)
     fake = bot.discord
     first = await bot.imagine(prompt="long")
+    await answered(fake, first)
+    await wait_until(lambda: len(wavespeed.accepted_submits()) == 1)  # the one slot is taken: the next waits
     waiting = await bot.imagine(prompt="待っている", locale="ja", guild_locale="en-US")
     await answered(fake, waiting)
     message = fake.original(waiting["token"])
