@@ -93,9 +93,11 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 def loop_lag_p99_ms(log: str) -> float | None:
-    """What `bot.metrics` logged at shutdown; None for a process that never shut down (killed)."""
-    lag = re.search(r"event loop lag: .*?p99 ([\d.]+) ms", log)
-    return float(lag[1]) if lag else None
+    """What `bot.metrics` logged at shutdown, read from that process's own log: the last such line
+    (a log that was appended to by an earlier start holds that start's line first); None for a
+    process that never shut down (killed)."""
+    lags = re.findall(r"event loop lag: .*?p99 ([\d.]+) ms", log)
+    return float(lags[-1]) if lags else None
 
 
 def max_in_flight(predictions: list[FakePrediction]) -> int:
