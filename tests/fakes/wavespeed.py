@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import math
 import random
 import time
 import uuid
@@ -42,7 +43,9 @@ RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 class Scenario:
     queue_seconds: float = 0.05
     inference_seconds: float = 0.3
-    inference_range: tuple[float, float] | None = None  # each prediction draws its own from this
+    inference_range: tuple[float, float] | None = None  # each prediction draws its own from this (uniform)
+    # ... or from a log-normal: (median, sigma of the logarithm); see `draw_inference`
+    inference_lognormal: tuple[float, float] | None = None
     latency_seconds: float = 0.0  # added to every API answer
     final_status: str = "completed"
     error: str = "internal error"
@@ -184,6 +187,15 @@ class FakeWaveSpeed:
         spans = [(p.created_at, p.completed_at) for p in self.predictions.values()]
         return max((sum(1 for s, e in spans if s <= start < e) for start, _ in spans), default=0)
 
+    def draw_inference(self, sc: Scenario) -> float:
+        """One prediction's inference time from the scenario's distribution (its fixed time if none)."""
+        if sc.inference_lognormal is not None:
+            median, sigma = sc.inference_lognormal
+            return median * math.exp(self.rng.gauss(0.0, sigma))
+        if sc.inference_range is not None:
+            return self.rng.uniform(*sc.inference_range)
+        return sc.inference_seconds
+
     # Handlers.
     async def _record(self, request: web.Request, body: bytes, status: int) -> None:
         try:
@@ -240,8 +252,8 @@ class FakeWaveSpeed:
             await self._record(request, body, 400)
             return json_response(envelope(None, 400, problem), 400)
         assert isinstance(parsed, dict)
-        if sc.inference_range is not None:
-            sc = dataclasses.replace(sc, inference_seconds=self.rng.uniform(*sc.inference_range))
+        if sc.inference_range is not None or sc.inference_lognormal is not None:
+            sc = dataclasses.replace(sc, inference_seconds=self.draw_inference(sc))
         prediction = FakePrediction(uuid.uuid4().hex, model, parsed, sc, time.monotonic(), datetime.now(UTC))
         self.predictions[prediction.id] = prediction
         await self._record(request, body, 200)
