@@ -36,6 +36,7 @@ Scripted = int | Literal["malformed", "html", "envelope-error", "hang", "accept-
 TEXT_TO_IMAGE = "wavespeed-ai/flux-kontext-pro/text-to-image"
 EDIT = "wavespeed-ai/flux-kontext-pro"
 MODELS = {TEXT_TO_IMAGE, EDIT, "wavespeed-ai/flux-kontext-max/text-to-image", "wavespeed-ai/flux-kontext-max"}
+SEED = 1234  # every fake draws the same inference times, in the same order
 RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 
 
@@ -137,7 +138,7 @@ class FakeWaveSpeed:
         self.scenario_by_prompt: dict[str, Scenario] = {}
         self.predictions: dict[str, FakePrediction] = {}
         self.expired_outputs: set[str] = set()  # prediction ids whose CDN files are gone
-        self.rng = random.Random(1234)
+        self.rng = random.Random(SEED)
         # What `GET /api/v3/webhook/secret` returns: the HMAC key is what follows `whsec_`.
         self.webhook_secret = "whsec_dGVzdC13ZWJob29rLWtleQ"
         self.webhooks_sent: list[tuple[str, int]] = []  # (prediction id, the receiver's answer)

@@ -62,7 +62,7 @@ from bot.metrics import LoopLagMonitor
 from tests.botprocess import ROOT, BotProcess
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
-from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
+from tests.fakes.wavespeed import SEED, FakePrediction, FakeWaveSpeed, Scenario
 from tests.perf.cluster import (
     LEASE_SECONDS,
     Deliveries,
@@ -150,6 +150,7 @@ async def bench_bot(
             await bot.start()
         if mode == "poll" and warmup:
             await warm_up(discord_fake, database, warmup, guilds)
+            wavespeed.rng.seed(SEED)  # the measured jobs draw the same inference times as the SDK's
         measured_from = time.monotonic()
         harness.start()
         payloads = interactions(discord_fake, jobs, "bench job", 1310000000000001000, guilds)
@@ -179,9 +180,26 @@ async def bench_bot(
     figures.max_in_flight = max_in_flight(measured)
     rates(figures, wavespeed, since=measured_from)
     tally(figures, payloads, discord_fake, wavespeed)
+    record_polls(rowdir / "predictions.json", measured, wavespeed)
     if figures.takeover is not None:
         figures.takeover.measure(deliveries)
     return figures
+
+
+def record_polls(path: Path, predictions: list[FakePrediction], wavespeed: FakeWaveSpeed) -> None:
+    """For a closer look (--workdir): each measured prediction's inference time and its polls, in
+    seconds from its submit, as the fake WaveSpeed saw them."""
+    polls: dict[str, list[float]] = {}
+    for r in wavespeed.result_polls():
+        polls.setdefault(r.path.split("/")[4], []).append(r.at)
+    rows = [
+        {
+            "inference": p.scenario.inference_seconds,
+            "polls": [round(at - p.created_at, 3) for at in polls.get(p.id, [])],
+        }
+        for p in predictions
+    ]
+    path.write_text(json.dumps(rows))
 
 
 def rates(figures: Figures, wavespeed: FakeWaveSpeed, *, since: float = 0.0) -> None:
@@ -286,6 +304,7 @@ def arguments() -> argparse.Namespace:
         help="comma separated: sqlite (one process), postgresql (one process), cluster (--processes on one "
         "database, one of them killed mid-run); the PostgreSQL rows run in poll mode",
     )
+    parser.add_argument("--workdir", help="keep each row's databases and bot logs in this (new) directory")
     parser.add_argument("--processes", type=int, default=3, help="bot processes (and shards) in the cluster row")
     parser.add_argument(
         "--cap", type=int, default=1000, help="MAX_CONCURRENT_JOBS, at most (each row: min(cap, max(3, jobs)))"
@@ -306,7 +325,8 @@ async def main() -> None:
     args = arguments()
     guilds = shard_guilds(args.processes if "cluster" in args.backends else 1)
     rows: list[Figures] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as keep:
+        tmp = args.workdir or keep.enter_context(tempfile.TemporaryDirectory())
         for run in range(1, args.runs + 1):
             for distribution in args.distributions:
                 for jobs in counts(args.sdk_jobs):
