@@ -150,7 +150,7 @@ async def bench_bot(
             await bot.start()
         if mode == "poll" and warmup:
             await warm_up(discord_fake, database, warmup, guilds)
-            wavespeed.rng.seed(SEED)  # the measured jobs draw the same inference times as the SDK's
+        wavespeed.rng.seed(SEED + run)  # the measured jobs draw the same inference times as the run's SDK
         measured_from = time.monotonic()
         harness.start()
         payloads = interactions(discord_fake, jobs, "bench job", 1310000000000001000, guilds)
@@ -246,6 +246,7 @@ async def bench_sdk(jobs: int, *, distribution: str, run: int) -> Figures:
     fake = FakeWaveSpeed()
     await fake.start()
     fake.scenario = DISTRIBUTIONS[distribution]
+    fake.rng.seed(SEED + run)  # each run its own draws: its luck shows in the spread of the runs
     figures.load.start()
     child = await asyncio.create_subprocess_exec(
         sys.executable,
