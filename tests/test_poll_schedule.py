@@ -58,6 +58,18 @@ def test_a_log_normal_gets_its_eighths():
     assert max(gaps[:6]) < 0.65 and max(gaps) <= 1.0 + 1e-9
 
 
+def test_each_prediction_takes_the_plan_at_a_phase_of_its_own():
+    plan = taught(spread(2.0, 8.0, 24)).plan()
+    # Halfway to the next point (the last: half a tail, 0.4 s), so a burst is not polled in step.
+    assert plan.shifted(0.5).points == pytest.approx([3.125, 3.875, 4.625, 5.375, 6.125, 6.875, 7.625, 8.4])
+    assert list(plan.shifted(0.5).times(9.9)) == pytest.approx(
+        [3.125, 3.875, 4.625, 5.375, 6.125, 6.875, 7.625, 8.4, 9.2]
+    )
+    assert plan.shifted(0.0) == plan
+    fallback = PollSchedule(interval=0.8, first_default=2.0).plan()
+    assert fallback.shifted(0.25).points == pytest.approx([2.2])  # never before FIRST_POLL_SECONDS
+
+
 def test_polls_never_come_closer_than_the_floor():
     # A peak so narrow (18 completions within 0.6 s) that its eighths are 0.1 s apart.
     samples = spread(2.0, 4.0, 3) + spread(4.8, 5.4, 18) + spread(6.0, 8.0, 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import socket
 
 import aiohttp
@@ -179,9 +180,16 @@ def teach(client: WaveSpeedClient, lo: float, hi: float, count: int = MIN_SAMPLE
         client.schedule.observe(lo + i * step, lo + (i + 1) * step)
 
 
+class InPhase(random.Random):
+    """Every prediction takes its plan as learned, at phase 0 (and every backoff its shortest)."""
+
+    def random(self) -> float:
+        return 0.0
+
+
 async def test_polls_follow_the_learned_plan_from_the_submit(session, wavespeed):
     wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=2.2)
-    client = client_for(session, wavespeed.base_url, wavespeed.api_key)
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=InPhase())
     teach(client, 1.0, 5.0)  # eighths of 1-5 s: a poll every 0.5 s from 1.5 s
     prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     await asyncio.sleep(0.3)  # the job's bookkeeping between submit and wait: the plan counts from the submit
@@ -193,6 +201,17 @@ async def test_polls_follow_the_learned_plan_from_the_submit(session, wavespeed)
     assert offsets[0] < 1.5 + 0.25, offsets  # not 0.3 s late: counted from the submit, not from the wait
     running_at, finished_at = client.schedule.samples[-1]  # what this one taught: finished in (2.0, 2.5]
     assert 2.0 <= running_at < 2.2 < 2.5 <= finished_at
+
+
+async def test_predictions_submitted_together_are_not_polled_in_step(session, wavespeed):
+    wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=0.0)
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=random.Random(3))
+    teach(client, 1.0, 5.0)  # the first point at 1.5 s, the next 0.5 s later
+    ids = [(await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id for _ in range(8)]
+    await asyncio.gather(*(client.wait(i, deadline=deadline_in(10)) for i in ids))
+    firsts = [wavespeed.result_polls(i)[0].at - wavespeed.predictions[i].created_at for i in ids]
+    # Phases spread over 0.41 s of the 0.5 s gap (this seed); in step, within a few milliseconds.
+    assert all(first >= 1.5 for first in firsts) and max(firsts) - min(firsts) > 0.3, firsts
 
 
 async def test_a_prediction_picked_up_late_is_polled_at_once(session, wavespeed):

@@ -275,7 +275,8 @@ class WaveSpeedClient:
         resumed: bool,
     ) -> Prediction:
         loop = asyncio.get_running_loop()
-        plan = self.schedule.plan()  # fixed for this prediction: what finishes meanwhile teaches later ones
+        # Fixed for this prediction (what finishes meanwhile teaches later ones), at a phase of its own.
+        plan = self.schedule.plan().shifted(self._rng.random())
         last_status: str | None = None
         failures = 0
         last_poll: float | None = None  # seconds after the submit at which the last poll was sent

@@ -25,7 +25,9 @@ Bounds, whatever the sample says:
   polled every `interval` from the plan's last point.
 
 A plan is fixed when a prediction's wait begins: completions that arrive meanwhile (a burst's short
-ones come first) change the plans of later predictions only. The sample is a uniform random choice
+ones come first) change the plans of later predictions only. Each prediction takes it at a random
+phase (every point moved the same random share of the way to the next), so that a burst's
+predictions are not all polled at the same moments. The sample is a uniform random choice
 (a reservoir) among roughly the last SPAN completions, not the last few: a burst's completions
 arrive shortest first, and a window of the latest ones would see only its tail.
 """
@@ -33,6 +35,7 @@ arrive shortest first, and a window of the latest ones would see only its tail.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import defaultdict
@@ -72,6 +75,14 @@ class Plan:
         if last is None:
             return max(now, self.points[0])
         return max(now, self.due_after(last), last + self.floor)
+
+    def shifted(self, fraction: float) -> Plan:
+        """This plan with each point moved `fraction` (0 to 1) of the way to the next one (the last,
+        that share of a tail): one prediction's own phase. Predictions submitted together share a
+        plan; in step, they would all be polled at the same moments and the completions found at
+        once would reach the delivery queue in waves. Each poll still catches about its share."""
+        after = [b - a for a, b in itertools.pairwise(self.points)] + [self.tail]
+        return Plan(tuple(p + fraction * gap for p, gap in zip(self.points, after, strict=True)), self.tail, self.floor)
 
     def times(self, until: float, *, start: float = 0.0) -> Iterator[float]:
         """The polls of a prediction that is still running at `until`, each sent on time (for tests
