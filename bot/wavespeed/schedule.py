@@ -4,10 +4,13 @@ the same share of the completions.
 Without push every poll is a request against the host's account and every gap between two polls is
 delay for the member, so the polls go where predictions finish. The schedule keeps a sample of
 recent completion times (each known only as an interval: after the last poll that saw the prediction
-running, up to the poll that saw it finished) and puts a poll at each eighth of their distribution:
-the 1/8, 2/8, ... 8/8 quantiles. Inference times spread evenly over 2-8 s get a poll every 0.75 s;
-times peaked around 5 s get polls a third of a second apart at the peak and few in the tails. A job
-costs (8 + 1) / 2 = 4.5 polls on average whatever the spread, and waits about half its gap.
+running, up to the poll that saw it finished) and puts a poll at each ninth of their distribution:
+the 1/9, 2/9, ... 9/9 quantiles. Inference times spread evenly over 2-8 s get a poll every 0.67 s;
+times peaked around 5 s get polls 0.3 s apart at the peak and few in the tails. A job costs about
+(9 + 1) / 2 = 5 polls whatever the spread (a little less at a random phase, below; more if it
+outlives the plan), and waits about half of the gap it finishes in. Nine: the most polls that stay
+within the official SDK's (5.4-6.4 per job in tests/perf/bench.py, 5-7 s predictions polled every
+second), so that all of them buy delay.
 
 Bounds, whatever the sample says:
 - FLOOR: two polls of one prediction are never closer than 0.25 s. Every poll is a request on the
@@ -18,7 +21,7 @@ Bounds, whatever the sample says:
   little: a 0.25 s gap costs 0.125 s of delay on average, less than a poll's own round trip over the
   internet and the image's download and upload to Discord that follow it.
 - MAX_GAP: no gap inside a plan is wider than 1 s, the SDK's rhythm: a tail share of a peaked
-  distribution (the slowest eighth, spread over seconds) is split, so no job waits longer for its
+  distribution (the slowest ninth, spread over seconds) is split, so no job waits longer for its
   poll than with the SDK.
 - Before MIN_SAMPLES completions (a fresh start), and for push, the plan is the steady fallback:
   the first poll at `first_default`, then every `interval`. A prediction that outlives its plan is
@@ -44,7 +47,7 @@ from dataclasses import dataclass
 
 FLOOR = 0.25  # seconds: the least gap between two polls of one prediction (see above)
 MAX_GAP = 1.0  # seconds: the widest gap inside a learned plan, the official SDK's rhythm
-SHARES = 8  # polls per distribution: each catches about 1/8 of the completions
+SHARES = 9  # polls per distribution: each catches about 1/9 of the completions
 MIN_SAMPLES = 3 * SHARES  # fewer completions than this and the schedule does not guess
 KEEP = 200  # completion times kept
 SPAN = 1000  # ... chosen among about this many recent completions
