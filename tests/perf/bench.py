@@ -20,7 +20,7 @@ of the jobs ended (delivered or failed) (see tests/perf/cluster.py). The Postgre
 
 Warm-up (`--warmup`, 100): in poll mode the bot places its polls from the predictions it has seen
 finish, as a bot that has been running does; a freshly started one polls on a fixed rhythm until
-24 have finished. So each poll row first sends `--warmup` jobs at once, waits for them all, and
+27 have finished. So each poll row first sends `--warmup` jobs at once, waits for them all, and
 only then sends the measured ones; nothing of the warm-up is counted (0: measure a cold bot). The
 SDK learns nothing and needs no warm-up.
 
