@@ -11,7 +11,11 @@ RUN pip install . && useradd --create-home --uid 10001 bot && mkdir -p /app/data
 USER bot
 # The database lives here: mount a volume to keep it across container restarts.
 VOLUME ["/app/data"]
-# Only used when WEBHOOK_URL is set (WaveSpeed pushes finished predictions here).
+# The bot's HTTP server (HTTP_PORT): /metrics, /healthz, /readyz, and /wavespeed/webhook when push
+# is on. Only the webhook is meant for the internet (see the README's Operations section).
 EXPOSE 8080
+# Alive = the process answers /healthz (it does while start-up waits for a service, so a bot that is
+# retrying is not restarted). The probe is the standard library only: no curl in the slim image.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["python", "-m", "bot.ops.probe"]
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]

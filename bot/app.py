@@ -22,11 +22,16 @@ from bot.cogs.imagine import ImagineCog, on_tree_error
 from bot.cogs.results import ResultButton
 from bot.cogs.usage import UsageCog
 from bot.config import Settings
+from bot.i18n.commands import CatalogueTranslator
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.foreground import Foreground
 from bot.jobs.runner import JobRunner
+from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
+from bot.ops.balance import BalanceWatch
+from bot.ops.discord_errors import error_trace
 from bot.presenter import DiscordPresenter
 from bot.storage.base import Storage
 from bot.wavespeed.client import WaveSpeedClient
@@ -35,10 +40,21 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 3600.0
 DISCORD_CONNECTIONS = 64
+# The bot has no voice: discord.py's warnings that the voice libraries are missing are noise.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
 
 
 class ImagineBot(commands.AutoShardedBot):
-    def __init__(self, *, storage: Storage, wavespeed: WaveSpeedClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        wavespeed: WaveSpeedClient,
+        settings: Settings,
+        metrics: Metrics = NOOP,
+        balance: BalanceWatch | None = None,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -52,14 +68,18 @@ class ImagineBot(commands.AutoShardedBot):
             # Empty: discord.py asks Discord how many shards and runs them all here. Several processes
             # each run their own SHARD_IDS of SHARD_COUNT.
             shard_count=settings.shard_count,
+            http_trace=error_trace(metrics),  # Discord's error answers, counted by status and code
         )
         if settings.shard_ids:  # read when the shards launch
             self.shard_ids = list(settings.shard_ids)
         self.settings = settings
+        self.metrics = metrics
+        self.balance = balance
         self.storage = storage
         self.guild_settings = GuildSettingsStore(storage)
         self.modlog = ModLog(self, self.guild_settings)
         self.presenter = DiscordPresenter(self, storage, self.guild_settings, self.modlog)
+        self.foreground = Foreground()  # commands being answered come first
         self.runner = JobRunner(
             wavespeed,
             storage,
@@ -68,8 +88,12 @@ class ImagineBot(commands.AutoShardedBot):
             edit_model=settings.wavespeed_edit_model,
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
+            foreground=self.foreground,
+            metrics=metrics,
         )
-        self.dispatcher = Dispatcher(storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs)
+        self.dispatcher = Dispatcher(
+            storage, self.runner, self.presenter, capacity=settings.max_concurrent_jobs, foreground=self.foreground
+        )
         self.admission = Admission(
             self.runner,
             self.dispatcher,
@@ -78,6 +102,8 @@ class ImagineBot(commands.AutoShardedBot):
             access=settings.access,
             guild_settings=self.guild_settings,
             modlog=self.modlog,
+            foreground=self.foreground,
+            metrics=metrics,
         )
         self.guild_ids = tuple(settings.discord_guild_ids)
         self.retention_days = settings.job_retention_days
@@ -87,10 +113,17 @@ class ImagineBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         await self.add_cog(ImagineCog(self.admission))
         await self.add_cog(AdminCog(self.guild_settings))
+        watch = self.balance
         await self.add_cog(
-            UsageCog(self.storage, limits=self.settings.limits, price_per_image=self.settings.price_per_image)
+            UsageCog(
+                self.storage,
+                limits=self.settings.limits,
+                price_per_image=self.settings.price_per_image,
+                balance=(lambda: watch.last) if watch is not None else None,
+            )
         )
         self._set_contexts()
+        await self.tree.set_translator(CatalogueTranslator())
         self.add_dynamic_items(CancelButton, ResultButton)  # work on messages posted before a restart
         self.tree.error(on_tree_error)
         if self.settings.runs_shard_zero:  # one process syncs, not every one
@@ -135,8 +168,14 @@ class ImagineBot(commands.AutoShardedBot):
         log.info("connected as %s (application %s)", self.user, self.application_id)
 
 
-def commands_digest(tree: app_commands.CommandTree[discord.Client], guild: discord.Object | None) -> str:
-    payload = [command.to_dict(tree) for command in tree.get_commands(guild=guild)]
+async def commands_digest(tree: app_commands.CommandTree[discord.Client], guild: discord.Object | None) -> str:
+    """A hash of what a sync would send, translations included: a changed catalogue re-syncs."""
+    translator = tree.translator
+    commands = tree.get_commands(guild=guild)
+    if translator is None:
+        payload = [command.to_dict(tree) for command in commands]
+    else:
+        payload = [await command.get_translated_payload(tree, translator) for command in commands]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -155,7 +194,7 @@ async def sync_commands_if_changed(
             tree.copy_global_to(guild=guild)
         name = "global" if guild is None else f"guild {guild.id}"
         key = f"commands:{application_id}:{name}"
-        digest = commands_digest(tree, guild)
+        digest = await commands_digest(tree, guild)
         if await store.get_meta(key) == digest:
             log.info("commands for %s unchanged; not syncing", name)
             continue

@@ -13,6 +13,8 @@ from bot.logs import MIN_SECRET_LENGTH
 from bot.wavespeed.schedule import FLOOR as POLL_FLOOR
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["plain", "json"]
+DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT = "0.0.0.0", 8080
 
 
 class Settings(BaseSettings):
@@ -33,8 +35,12 @@ class Settings(BaseSettings):
     # Push (optional): WaveSpeed posts finished predictions to WEBHOOK_URL + /wavespeed/webhook.
     webhook_url: str | None = None
     wavespeed_webhook_secret: SecretStr | None = None
-    webhook_host: str = "0.0.0.0"
-    webhook_port: int = Field(default=8080, ge=1, le=65535)
+    # The one HTTP server (metrics, health, the webhook): HTTP_HOST/HTTP_PORT, or their older names
+    # WEBHOOK_HOST/WEBHOOK_PORT; resolved into http_host/http_port (0: any free port).
+    http_host: str | None = None
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    webhook_host: str | None = None
+    webhook_port: int | None = Field(default=None, ge=0, le=65535)
     # Sync (optional, without a public address): each submit waits for its finished prediction.
     wavespeed_sync_mode: bool = False
     # Tuning (rarely changed; the tests shrink them): the result-poll rhythm and the first poll until
@@ -75,6 +81,11 @@ class Settings(BaseSettings):
     # Third-party loggers (discord.py, aiosqlite, aiohttp, asyncio) stop here even when LOG_LEVEL is
     # more verbose: at DEBUG they print every SQL parameter (prompts) and every gateway event.
     log_level_libraries: LogLevel = "INFO"
+    # `json`: one JSON object per line (job, guild and prediction ids as fields), for a log collector.
+    log_format: LogFormat = "plain"
+    # Below this many dollars on the WaveSpeed account the bot warns (log, moderation logs); 0 = never.
+    low_balance_usd: float = Field(default=5.0, ge=0)
+    balance_check_minutes: float = Field(default=10.0, gt=0, le=24 * 60)
 
     @field_validator("wavespeed_base_url", "discord_api_url")
     @classmethod
@@ -99,6 +110,26 @@ class Settings(BaseSettings):
         if self.webhook_url and self.wavespeed_sync_mode:
             raise ValueError("choose one of WEBHOOK_URL (push) and WAVESPEED_SYNC_MODE, not both")
         return self
+
+    @model_validator(mode="after")
+    def _one_http_address(self) -> Settings:
+        """HTTP_HOST/HTTP_PORT, else the older WEBHOOK_HOST/WEBHOOK_PORT, else 0.0.0.0:8080. Both
+        names with different values is a mistake worth stopping for: which one was meant?"""
+        for new, old, default in (
+            ("http_host", "webhook_host", DEFAULT_HTTP_HOST),
+            ("http_port", "webhook_port", DEFAULT_HTTP_PORT),
+        ):
+            value, alias = getattr(self, new), getattr(self, old)
+            if value is not None and alias is not None and value != alias:
+                raise ValueError(f"{new.upper()} and {old.upper()} differ: set only {new.upper()}")
+            setattr(self, new, value if value is not None else alias if alias is not None else default)
+        return self
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        """Where the HTTP server listens (host, port)."""
+        assert self.http_host is not None and self.http_port is not None  # resolved by _one_http_address
+        return self.http_host, self.http_port
 
     @model_validator(mode="after")
     def _secrets_long_enough(self) -> Settings:
@@ -162,6 +193,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("http_host", "http_port", "webhook_host", "webhook_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def limits(self) -> Limits:

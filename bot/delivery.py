@@ -9,14 +9,19 @@ never retried: 401s count toward Discord's invalid-request ban.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import discord
 
+from bot.i18n import t
 from bot.jobs.model import JobRecord
-from bot.jobs.outputs import PreparedOutputs
+from bot.jobs.outputs import OutputFile, PreparedOutputs
+from bot.metrics import Route
 from bot.render import discord_files
+
+Describe = Callable[[OutputFile], str]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ class Placeholder:
         self.message_id = job.message_id
         self.channel_id = job.channel_id
         self.requester_id = job.user_id
+        self.locale = job.locale
         self._expires_at = datetime.fromtimestamp(job.created_at, UTC) + TOKEN_LIFETIME
         self._webhook = (
             discord.Webhook.partial(job.application_id, job.interaction_token, client=client)
@@ -65,6 +71,7 @@ class Placeholder:
             else None
         )
         self._token_dead = False
+        self.route: Route = "placeholder"  # how the last `deliver` went
         # No interaction token at all: the bot posted the placeholder with its own token.
         self.bot_posted = not job.interaction_token and not job.finished
 
@@ -130,24 +137,31 @@ class Placeholder:
         *,
         view: discord.ui.View | None = None,
         private: tuple[discord.Embed, PreparedOutputs] | None = None,
+        describe: tuple[Describe, Describe] | None = None,
     ) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce.
         `private` is the result as a DM may show it (a DM is never age-restricted), for when the
-        bot may not post in the channel."""
-        if await self._edit_by_token(embed, view, discord_files(outputs.files)):
+        bot may not post in the channel. `describe` gives each image its alt text, in the channel's
+        language and in the requester's (for the DM)."""
+        in_channel, in_dm = describe or (None, None)
+        if await self._edit_by_token(embed, view, discord_files(outputs.files, in_channel)):
             return None
         if self.bot_posted and self.message_id is not None and self.channel_id is not None:
             # A placeholder the bot posted itself (a reply to a result): it becomes the result.
             message = self._by_bot_token()
             assert message is not None
             await message.edit(
-                embed=embed, attachments=discord_files(outputs.files), view=view, allowed_mentions=NO_MENTIONS
+                embed=embed,
+                attachments=discord_files(outputs.files, in_channel),
+                view=view,
+                allowed_mentions=NO_MENTIONS,
             )
             return None
         if self.channel_id is None:
             raise RuntimeError("the interaction token expired and the channel is unknown")
+        self.route = "channel"
         log.info("interaction token expired; delivering as a new message in channel %s", self.channel_id)
         channel = self._client.get_partial_messageable(self.channel_id)
         reference = (
@@ -162,7 +176,7 @@ class Placeholder:
             return await channel.send(
                 content=f"<@{self.requester_id}>",
                 embed=embed,
-                files=discord_files(outputs.files),
+                files=discord_files(outputs.files, in_channel),
                 allowed_mentions=mention_requester,
                 reference=reference,  # type: ignore[arg-type]
                 nonce=self.nonce,
@@ -173,12 +187,12 @@ class Placeholder:
         # Losing the images is worse than a DM: the requester gets them with the reason, under the
         # server's policy for a place that is not age-restricted.
         dm_embed, dm_outputs = private or (embed, outputs)
+        self.route = "dm"
         dm = await self._client.create_dm(discord.Object(self.requester_id))
         return await dm.send(
-            content=f"I couldn't post in <#{self.channel_id}> (the bot is missing a permission there), "
-            "so here is your result.",
+            content=t(self.locale, "delivery.dm", channel=f"<#{self.channel_id}>"),
             embed=dm_embed,
-            files=discord_files(dm_outputs.files),
+            files=discord_files(dm_outputs.files, in_dm),
             allowed_mentions=NO_MENTIONS,
             nonce=self.nonce,
         )

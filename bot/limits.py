@@ -66,14 +66,6 @@ def next_utc_midnight(now: float) -> float:
     return (today + timedelta(days=1)).timestamp()
 
 
-def describe_window(seconds: float) -> str:
-    if seconds % 3600 == 0:
-        hours = int(seconds // 3600)
-        return "hour" if hours == 1 else f"{hours} hours"
-    minutes = max(1, round(seconds / 60))
-    return "minute" if minutes == 1 else f"{minutes} minutes"
-
-
 def window_frees_at(limits: Limits, usage: Usage, images: int) -> float | None:
     """When enough of the member's window has aged out for `images` more; None if it never will."""
     if images > limits.user_window_images:

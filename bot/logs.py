@@ -8,10 +8,13 @@ at DEBUG, and an exception's text can quote a request.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from types import TracebackType
 
 REDACTED = "[redacted]"
@@ -65,6 +68,17 @@ class Redactor:
         return _TOKENS.sub(_token_replacement, text)
 
 
+# The job a log line is about, for every line written by the task that runs it (a context variable:
+# each asyncio task has its own copy). JSON lines carry these as fields.
+JOB_FIELDS = ("job_id", "guild_id", "prediction_id")
+_job: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar("imagine_job", default=None)
+
+
+def job_context(*, job_id: int, guild_id: int | None, prediction_id: str | None) -> None:
+    """From now on, in this task (and the tasks it starts), log lines are about this job."""
+    _job.set({"job_id": job_id, "guild_id": guild_id, "prediction_id": prediction_id})
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats as usual, then redacts the whole line (tracebacks included) before it is written."""
 
@@ -76,17 +90,69 @@ class RedactingFormatter(logging.Formatter):
         return self._redact(super().format(record))
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the job's ids when the
+    line is about a job (`job_context`, or `extra={"job_id": ...}`), and the traceback if any. Every
+    text is redacted before it is encoded."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._redact = Redactor(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self._redact(record.getMessage()),
+        }
+        for name, value in (_job.get() or {}).items():
+            if value is not None:
+                line[name] = value
+        for name in JOB_FIELDS:  # an explicit `extra` wins over the task's job
+            if (value := record.__dict__.get(name)) is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self._redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class OneLineReconnects(logging.Filter):
+    """discord.py logs each gateway reconnect attempt at ERROR with the whole traceback of why the
+    connection dropped (a network blip is 30 lines). Here it is one line with the cause's kind and
+    text; the traceback stays only when the host asked for library DEBUG lines."""
+
+    def __init__(self, *, keep_traceback: bool) -> None:
+        super().__init__()
+        self._keep = keep_traceback
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._keep or not record.exc_info or not record.name.startswith("discord."):
+            return True
+        if not str(record.msg).startswith("Attempting a reconnect"):
+            return True
+        error = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+        record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 def level_number(name: str) -> int:
     return logging.getLevelNamesMapping()[name.upper()]
 
 
-def setup_logging(level: str, secrets: Iterable[str], *, libraries: str = "INFO") -> None:
+def setup_logging(level: str, secrets: Iterable[str], *, libraries: str = "INFO", fmt: str = "plain") -> None:
     """One redacting handler on stderr. The bot's loggers use `level`; a library's line must pass
     both `level` and `libraries`, so LOG_LEVEL=DEBUG gives the bot's own debug lines without
     aiosqlite's SQL parameters (prompts) or discord.py's gateway events, and LOG_LEVEL=WARNING still
-    quiets everything. An uncaught exception goes through the same handler, not straight to stderr."""
+    quiets everything. An uncaught exception goes through the same handler, not straight to stderr.
+    `fmt` is `plain` (one readable line) or `json` (one JSON object per line)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(secrets))
+    else:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
+    handler.addFilter(OneLineReconnects(keep_traceback=level_number(libraries) <= logging.DEBUG))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level_number(level), level_number(libraries)))

@@ -22,11 +22,14 @@ DEFAULT_SAFETY_TOLERANCE = "2"
 
 
 class InvalidOptionError(ValueError):
-    """An option the member sent is missing or out of range. The message is for the member."""
+    """An option the member sent is missing or out of range: which option, which rule (`problem`,
+    a catalogue entry `option.<problem>`) and the figures it needs. The words are the presenter's."""
 
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"`{option}` {message}")
+    def __init__(self, option: str, problem: str, **values: object) -> None:
+        super().__init__(f"{option}: {problem} {values}")
         self.option = option
+        self.problem = problem
+        self.values = values
 
 
 @dataclass(frozen=True)
@@ -83,24 +86,24 @@ def validate(
 ) -> ImagineParams:
     """Check every option and fill the defaults. Raises InvalidOptionError naming the first bad option."""
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidOptionError("prompt", "is required: describe the image you want.")
+        raise InvalidOptionError("prompt", "required")
     prompt = prompt.strip()
     if len(prompt) > PROMPT_MAX_LENGTH:
-        raise InvalidOptionError("prompt", f"is {len(prompt)} characters long; the limit is {PROMPT_MAX_LENGTH}.")
+        raise InvalidOptionError("prompt", "too_long", length=len(prompt), limit=PROMPT_MAX_LENGTH)
 
     aspect_ratio = DEFAULT_ASPECT_RATIO if aspect_ratio is None else aspect_ratio
     if aspect_ratio not in ASPECT_RATIOS:
-        raise InvalidOptionError("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}.")
+        raise InvalidOptionError("aspect_ratio", "one_of", choices=", ".join(ASPECT_RATIOS))
 
     num_images = DEFAULT_NUM_IMAGES if num_images is None or image_url is not None else num_images
     if not _is_int(num_images) or not 1 <= num_images <= NUM_IMAGES_MAX:  # type: ignore[operator]
-        raise InvalidOptionError("num_images", f"must be a whole number from 1 to {NUM_IMAGES_MAX}.")
+        raise InvalidOptionError("num_images", "whole_number", low=1, high=NUM_IMAGES_MAX)
 
     seed_was_random = seed is None or seed == -1
     if seed_was_random:
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     elif not _is_int(seed) or not 0 <= seed <= SEED_MAX:  # type: ignore[operator]
-        raise InvalidOptionError("seed", f"must be a whole number from 0 to {SEED_MAX}, or -1 for a random seed.")
+        raise InvalidOptionError("seed", "seed", high=str(SEED_MAX))
 
     guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
     if (
@@ -109,11 +112,11 @@ def validate(
         or not math.isfinite(guidance_scale)
         or not GUIDANCE_MIN <= guidance_scale <= GUIDANCE_MAX
     ):
-        raise InvalidOptionError("guidance_scale", f"must be a number from {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g}.")
+        raise InvalidOptionError("guidance_scale", "number", low=GUIDANCE_MIN, high=GUIDANCE_MAX)
 
     safety_tolerance = DEFAULT_SAFETY_TOLERANCE if safety_tolerance is None else str(safety_tolerance)
     if safety_tolerance not in SAFETY_TOLERANCES:
-        raise InvalidOptionError("safety_tolerance", "must be 1 (strictest) to 5 (most permissive).")
+        raise InvalidOptionError("safety_tolerance", "tolerance")
 
     return ImagineParams(
         prompt=prompt,

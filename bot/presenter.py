@@ -20,6 +20,7 @@ from bot.jobs.model import JobRecord
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Stage, Status
 from bot.links import jump_url, message_url
+from bot.metrics import Route
 from bot.moderation.log import ModLog, generation_entry
 from bot.moderation.policy import apply_nsfw, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
@@ -66,48 +67,64 @@ class DiscordPresenter:
         return placeholder
 
     async def show(self, job: JobRecord, status: Status, *, since: datetime | None) -> None:
-        view = cancel_view(job.id) if status.stage is Stage.QUEUED else None
-        await self._placeholder(job).edit(render.placeholder_embed(job.params, status, since=since), view=view)
+        view = cancel_view(job.id, job.locale) if status.stage is Stage.QUEUED else None
+        embed = render.placeholder_embed(job.params, status, since=since, locale=job.locale)
+        await self._placeholder(job).edit(embed, view=view)
 
     async def failed(self, job: JobRecord, error: BaseException) -> None:
-        embed = render.failure_embed(job.params, error, prediction_id=job.prediction_id)
+        embed = render.failure_embed(job.params, error, prediction_id=job.prediction_id, locale=job.locale)
         await _last_edit(self._done(job).edit(embed))
 
     async def paused(self, job: JobRecord) -> None:
-        view = cancel_view(job.id) if job.state.value == "queued" else None
-        paused = render.paused_embed(job.params, prediction_id=job.prediction_id)
+        view = cancel_view(job.id, job.locale) if job.state.value == "queued" else None
+        paused = render.paused_embed(job.params, prediction_id=job.prediction_id, locale=job.locale)
         await _last_edit(self._done(job).edit(paused, view=view))
 
     async def deliver(self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs) -> Delivered:
         target = self._done(job)
         shown = await self._review(job, outputs)
-        view = result_view(job.id)
+        # The channel sees the result in the server's language; a DM is the requester's own.
+        locale = job.public_locale
+        view = result_view(job.id, locale)
 
-        def rendered(reviewed: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
-            return render.result_embed(job.params, prediction, reviewed), reviewed
+        def rendered(reviewed: PreparedOutputs, locale: str = locale) -> tuple[discord.Embed, PreparedOutputs]:
+            return render.result_embed(job.params, prediction, reviewed, locale=locale), reviewed
 
+        def private(reviewed: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
+            return rendered(reviewed, job.locale)
+
+        alt = (render.describer(job.params.prompt, locale), render.describer(job.params.prompt, job.locale))
+        route: Route | None = None
         try:
-            sent = await target.deliver(*rendered(shown.channel), view=view, private=rendered(shown.private))
+            sent = await target.deliver(
+                *rendered(shown.channel), view=view, private=private(shown.private), describe=alt
+            )
         except discord.HTTPException as error:
             if error.status != 413 and error.code != 40005:
                 raise
             # Discord refused the upload after all: deliver links instead of failing.
             log.warning("Discord refused the upload (%s); delivering links", error.code)
             links = Reviewed(*(o.without_files(prediction.output_urls) for o in (shown.channel, shown.private)))
-            sent = await target.deliver(*rendered(links.channel), view=view, private=rendered(links.private))
+            sent = await target.deliver(
+                *rendered(links.channel), view=view, private=private(links.private), describe=alt
+            )
+            route = "links"
+        route = route or target.route
         if sent is None:
-            return Delivered(None)
+            return Delivered(None, route=route)
         # The images are out: a placeholder that cannot point to them must not fail the job.
         url = jump_url(sent, job.guild_id)
-        await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url)))
-        return Delivered(sent.id, url)
+        await _last_edit(target.edit(render.delivered_elsewhere_embed(job.params, url, locale=job.locale)))
+        return Delivered(sent.id, url, route)
 
     async def delivered(
         self, job: JobRecord, prediction: Prediction, outputs: PreparedOutputs, where: Delivered
     ) -> None:
         """The moderation log's entry, with every image (flagged ones behind a spoiler)."""
         url = where.link or message_url(job.guild_id, job.channel_id, job.message_id)
-        await self._modlog.post(job.guild_id, generation_entry(job, prediction, outputs, url), outputs)
+        locale = job.public_locale
+        entry = generation_entry(job, prediction, outputs, url, locale=locale)
+        await self._modlog.post(job.guild_id, entry, outputs, describe=render.describer(job.params.prompt, locale))
 
     async def find_placeholder(self, job: JobRecord) -> int | None:
         """After a crash around posting a job's placeholder: the message, if it was posted."""

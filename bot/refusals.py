@@ -24,6 +24,30 @@ class Refused(enum.StrEnum):
     TOO_COMPLEX = "too long once normalised"
 
 
+# The kind of rule behind each refusal, for the metrics (`imagine_refusals_total{kind}`).
+_CATEGORIES = {
+    Refused.RESTARTING: "shutdown",
+    Refused.BUSY: "busy",
+    Refused.DMS_OFF: "access",
+    Refused.GUILD_NOT_ALLOWED: "access",
+    Refused.USER_NOT_ALLOWED: "access",
+    Refused.CHANNEL_GATE: "gate",
+    Refused.ROLE_GATE: "gate",
+    Refused.TOLERANCE_CAP: "cap",
+    Refused.USER_ACTIVE: "limit",
+    Refused.USER_WINDOW: "limit",
+    Refused.GUILD_DAILY: "limit",
+    Refused.GLOBAL_DAILY: "limit",
+    Refused.BLOCKED_TERM: "blocked_term",
+    Refused.TOO_COMPLEX: "blocked_term",
+}
+
+
+def category(reason: Refused) -> str:
+    """limit, gate, cap, blocked_term, access, busy or shutdown."""
+    return _CATEGORIES[reason]
+
+
 @dataclass(frozen=True)
 class Refusal:
     """One refusal and the figures its message needs (which ones depends on `reason`)."""

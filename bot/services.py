@@ -8,6 +8,7 @@ import discord
 
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
+from bot.metrics import Metrics
 from bot.moderation.log import ModLog
 from bot.moderation.settings import GuildSettingsStore
 from bot.storage.base import Storage
@@ -19,6 +20,7 @@ class Services(Protocol):
     storage: Storage
     guild_settings: GuildSettingsStore
     modlog: ModLog
+    metrics: Metrics
 
 
 def services(interaction: discord.Interaction) -> Services:

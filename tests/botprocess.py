@@ -29,6 +29,9 @@ def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, *, fast: bool 
     in-process tests shrink too (see tests/conftest.py FAST); the benchmark keeps the defaults."""
     shrunk = {"FIRST_POLL_SECONDS": "0.3", "POLL_INTERVAL_SECONDS": "0.25", "PROGRESS_INTERVAL_SECONDS": "0.5"}
     return {
+        # The HTTP server (metrics, health, webhook) on loopback at a free port, unless a test names one.
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": "0",
         "DISCORD_TOKEN": discord_fake.token,
         "WAVESPEED_API_KEY": wavespeed.api_key,
         "WAVESPEED_BASE_URL": wavespeed.base_url,

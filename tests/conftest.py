@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ def make_settings(database_url: str, discord_fake: FakeDiscord, wavespeed: FakeW
             "database_url": database_url,
             "job_timeout_seconds": 30,
             "log_level": "DEBUG",
+            "http_host": "127.0.0.1",  # the HTTP server (metrics, health): loopback, any free port
+            "http_port": 0,
             **FAST,
         }
         values.update(overrides)
@@ -80,6 +82,13 @@ class RunningBot:
     wavespeed: FakeWaveSpeed
     task: asyncio.Task[None]
     stop_event: asyncio.Event
+    ports: list[int] = field(default_factory=list)  # where its HTTP server listens, once it does
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP server's base URL (metrics, health, the webhook)."""
+        assert self.ports, "the HTTP server has not started"
+        return f"http://127.0.0.1:{self.ports[-1]}"
 
     async def imagine(self, **options: Any) -> dict[str, Any]:
         """Dispatch an /imagine interaction; returns its payload (token, id) for the assertions."""
@@ -105,6 +114,8 @@ INTERACTION_KWARGS = {
     "created_at",
     "attachment_size_limit",
     "member_permissions",
+    "locale",
+    "guild_locale",
 }
 
 
@@ -119,8 +130,9 @@ async def start_bot(
         settings = make_settings(**overrides)
         stop_event = asyncio.Event()
         discord_fake.identified.clear()
-        task = asyncio.create_task(serve(settings, stop=stop_event))
-        bot = RunningBot(settings, discord_fake, wavespeed, task, stop_event)
+        ports: list[int] = []
+        task = asyncio.create_task(serve(settings, stop=stop_event, on_listening=ports.append))
+        bot = RunningBot(settings, discord_fake, wavespeed, task, stop_event, ports)
         running.append(bot)
         identified = asyncio.create_task(discord_fake.identified.wait())
         await asyncio.wait({task, identified}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)

@@ -66,10 +66,10 @@ async def answered(fake: FakeDiscord, payload: dict[str, Any]) -> Recorded:
     return callback
 
 
-async def admin(fake: FakeDiscord, sub: str, **options: Any) -> str:
-    """Run /imagine-admin <sub> as a moderator; channels and roles are passed as ('channel'|'role', id).
-    Returns the (private) answer's text."""
-    payload = fake.interaction("imagine-admin", {}, user_id=MODERATOR, member_permissions=MANAGE)
+async def admin(fake: FakeDiscord, sub: str, *, locale: str = "en-US", **options: Any) -> str:
+    """Run /imagine-admin <sub> as a moderator (whose client speaks `locale`); channels and roles are
+    passed as ('channel'|'role', id). Returns the (private) answer's text."""
+    payload = fake.interaction("imagine-admin", {}, user_id=MODERATOR, member_permissions=MANAGE, locale=locale)
     resolved: dict[str, dict[str, Any]] = {}
     rendered = []
     for name, value in options.items():

@@ -113,7 +113,7 @@ async def test_a_regex_that_does_not_compile_is_refused_when_added(start_bot):
     bot = await start_bot()
     assert "Not added" in await admin(bot.discord, "block", term="([a-z", regex=True)
     assert "✅" in await admin(bot.discord, "block", term=r"dr[a4]gons?", regex=True)
-    assert "Blocked terms\n1 (1 regular expressions)" in (await admin(bot.discord, "show")).replace(": ", "\n")
+    assert "Blocked terms\n1 (1 regular expression)" in (await admin(bot.discord, "show")).replace(": ", "\n")
 
 
 async def test_role_and_channel_gates(start_bot, wavespeed):

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from bot.params import SEED_MAX, InvalidOptionError, validate
+from bot.render import option_error_text
 
 
 def test_defaults_fill_in_and_random_seed_is_concrete():
@@ -51,7 +52,7 @@ def test_out_of_range_options_name_the_option(options, option):
     with pytest.raises(InvalidOptionError) as raised:
         validate(**options)
     assert raised.value.option == option
-    assert f"`{option}`" in str(raised.value)
+    assert f"`{option}`" in option_error_text(raised.value)  # what the member reads names it
 
 
 def test_edges_are_accepted():

@@ -194,3 +194,37 @@ async def test_access_settings_refuse_before_anything_is_sent(start_bot, wavespe
     refusal = await answered(bot.discord, payload)
     assert refusal.json["data"]["flags"] & 64 and says in embeds_text(refusal)
     assert not wavespeed.submits()
+
+
+async def test_a_burst_is_answered_before_any_of_it_is_submitted(start_bot, wavespeed):
+    """Members waiting for an answer come first (bot.jobs.foreground): while a burst of commands is
+    being answered, no queued job is claimed and submitted, even with slots free for all of them."""
+    bot = await start_bot(max_concurrent_jobs=100)
+    payloads = [bot.discord.interaction("imagine", {"prompt": f"burst {i}"}, user_id=A + i) for i in range(60)]
+    for payload in payloads:
+        await bot.discord.dispatch_interaction(payload)
+    callbacks = [await answered(bot.discord, payload) for payload in payloads]
+    await wait_until(lambda: len(wavespeed.accepted_submits()) == 60)
+
+    assert all(c.status == 200 for c in callbacks)
+    last_answer = max(c.at for c in callbacks)
+    first_submit = min(s.at for s in wavespeed.accepted_submits())
+    assert first_submit > last_answer
+
+
+@pytest.mark.parametrize(
+    ("settings_", "options"),
+    [({"allowed_guild_ids": "999"}, {"prompt": "refused"}), ({}, {"prompt": "   "})],
+    ids=["refused", "invalid-option"],
+)
+async def test_an_answer_too_late_is_dropped_quietly(start_bot, wavespeed, log_lines, settings_, options):
+    """An expired command (an overloaded bot) costs one warning, not a traceback per command: a
+    refusal, or an option the bot refuses, whose answer Discord no longer takes."""
+    bot = await start_bot(**settings_)
+    payload = bot.discord.interaction("imagine", options)
+    await bot.discord.dispatch_interaction(payload, backdate=3.5)  # the 3-second window is already gone
+    callback = await answered(bot.discord, payload)
+
+    assert callback.status == 404 and not wavespeed.submits()
+    await wait_until(lambda: any("expired before the bot could answer it" in line for line in log_lines()))
+    assert not [line for line in log_lines() if "Traceback" in line or "command failed" in line]

@@ -252,6 +252,76 @@ async def test_fair_tags_let_a_newcomer_go_before_a_members_later_jobs(storage: 
     assert [w.job_id for w in await storage.waiting()] == [late, busy[2]]
 
 
+async def test_jobs_asked_for_at_once_each_get_their_own_row_and_round(storage: Storage):
+    """A burst is written in few statements (bot.storage.batch): ten members' four commands each,
+    interleaved, still take rounds 0-3 per member, and each caller gets its own job back."""
+    asked = [new_job(n, user_id=USER + n % 10) for n in range(40)]
+    jobs = await asyncio.gather(*(storage.create_job(job) for job in asked))
+    assert [job.interaction_id for job in jobs] == [job.interaction_id for job in asked]
+    assert len({job.id for job in jobs}) == 40
+    assert [job.queue_tag for job in jobs] == [float(n // 10) for n in range(40)]
+    assert [(await storage.get_job(job.id)).params.prompt for job in jobs] == [f"prompt {n}" for n in range(40)]
+
+
+async def test_a_duplicate_in_a_burst_fails_alone(storage: Storage):
+    await storage.create_job(new_job(0))
+    results = await asyncio.gather(
+        *(storage.create_job(new_job(n, user_id=USER + n)) for n in range(4)), return_exceptions=True
+    )
+    assert isinstance(results[0], Exception)  # the same interaction twice: the UNIQUE constraint
+    assert [job.interaction_id for job in results[1:] if not isinstance(job, BaseException)] == [
+        new_job(n).interaction_id for n in (1, 2, 3)
+    ]
+
+
+async def test_placeholders_recorded_at_once_each_land_and_a_cancelled_job_is_refused(storage: Storage):
+    jobs = [await storage.create_job(new_job(n, user_id=USER + n)) for n in range(5)]
+    await storage.cancel(jobs[2].id, finished_at=1.0)
+    results = await asyncio.gather(
+        *(storage.record_placeholder(job.id, 7000 + n) for n, job in enumerate(jobs)), return_exceptions=True
+    )
+    assert isinstance(results[2], InvalidTransitionError)
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    assert [(job.id, job.message_id, job.state) for job in placed] == [
+        (jobs[n].id, 7000 + n, S.QUEUED) for n in (0, 1, 3, 4)
+    ]
+    assert [w.job_id for w in await storage.waiting()] == [jobs[n].id for n in (0, 1, 3, 4)]
+    assert (await storage.job_events(jobs[0].id))[-1] == ("queued", "queued", "placeholder posted")
+
+
+async def test_moves_asked_for_at_once_each_land_once_with_their_own_values(storage: Storage):
+    """Moves of one kind at the same moment are one statement (bot.storage.batch): each job gets its
+    own values; a job moved twice at once moves once (the second finds it ended); a job not in a
+    state that may move is refused alone."""
+    ids = [await queued(storage, n, user_id=USER + n) for n in range(6)]
+    claimed = await storage.claim(capacity=10, limit=10)
+    assert sorted(job.id for job in claimed) == ids
+    submitted = await asyncio.gather(
+        *(storage.mark_submitted(job_id, prediction_id=f"p{n}", submitted_at=100.0 + n) for n, job_id in enumerate(ids))
+    )
+    assert [(j.id, j.prediction_id, j.submitted_at, j.state) for j in submitted] == [
+        (job_id, f"p{n}", 100.0 + n, S.SUBMITTED) for n, job_id in enumerate(ids)
+    ]
+    ends = await asyncio.gather(
+        storage.fail(ids[0], outcome="first", finished_at=5.0),
+        storage.fail(ids[0], outcome="second", finished_at=6.0),
+        storage.fail(ids[1], outcome="other", finished_at=7.0),
+        storage.fail(ids[2], outcome="third", detail="why", finished_at=8.0),
+        return_exceptions=True,
+    )
+    assert isinstance(ends[1], InvalidTransitionError)
+    first, _, other, third = ends
+    assert not isinstance(first, BaseException) and (first.state, first.outcome, first.finished_at) == (
+        S.FAILED,
+        "first",
+        5.0,
+    )
+    assert not isinstance(other, BaseException) and (other.state, other.outcome) == (S.FAILED, "other")
+    assert not isinstance(third, BaseException) and third.interaction_token == "" and third.owner is None
+    assert (await storage.job_events(ids[2]))[-1] == ("submitted", "failed", "why")
+    assert (await storage.job_events(ids[0]))[-1] == ("submitted", "failed", None)
+
+
 async def test_claim_respects_capacity_and_the_pause(storage: Storage):
     assert abs(await storage.clock() - time.time()) < 5
     first, second, third = [await queued(storage, n, user_id=USER + n) for n in range(3)]
@@ -465,6 +535,14 @@ async def test_a_notification_wakes_a_listener_in_another_process(processes: lis
     heard = wakes(processes[0])
     await processes[1].notify(QUEUE, "slot free")
     await woken(heard, QUEUE, "slot free")
+
+
+async def test_wake_ups_asked_for_at_once_all_arrive(processes: list[Storage]):
+    """Wake-ups are sent together (one statement per burst), each distinct one at least once."""
+    heard = wakes(processes[0])
+    await asyncio.gather(*(processes[1].notify(QUEUE, f"job {n % 5}") for n in range(50)))
+    for n in range(5):
+        await woken(heard, QUEUE, f"job {n}")
 
 
 async def test_the_listener_reconnects_after_losing_its_connection(

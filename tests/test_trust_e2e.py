@@ -238,5 +238,5 @@ async def test_usage_shows_a_manager_only_their_own_servers_figures(start_bot, w
     manager = fake.interaction("usage", {}, user_id=OTHER, member_permissions=MANAGE_GUILD)
     await fake.dispatch_interaction(manager)
     text = embeds_text(await answered(fake, manager))
-    assert "Today:** 1 images" in text
+    assert "Today:** 1 image ·" in text  # one image, singular (the catalogue has plural forms)
     assert "Whole bot" not in text and "4 of 1000" not in text and "1000" not in text

@@ -209,8 +209,8 @@ async def test_a_pushed_result_is_delivered_without_a_single_poll(start_bot, wav
     port = free_port()
     bot = await start_bot(
         webhook_url=f"http://127.0.0.1:{port}",
-        webhook_host="127.0.0.1",
-        webhook_port=port,
+        http_host="127.0.0.1",
+        http_port=port,
         wavespeed_webhook_secret=configured,
     )
     final = await bot.final_edit(await bot.imagine(prompt="pushed"))

@@ -13,21 +13,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.delivery import reply_privately
+from bot.i18n import DEFAULT, resolve, t
+from bot.i18n.commands import described, en
 from bot.jobs.admission import DB_BUDGET
 from bot.moderation.settings import GuildSettings, GuildSettingsStore
 from bot.moderation.terms import InvalidTermError, check_room, make_term
-from bot.render import BRAND
+from bot.render import BRAND, term_error_text
 from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
 
 ChannelKind = Literal["normal", "age-restricted"]
-TOLERANCES = [app_commands.Choice(name=v, value=v) for v in ("1", "2", "3", "4", "5")]
+TOLERANCES = [app_commands.Choice(name=en(f"choice.{v}"), value=v) for v in ("1", "2", "3", "4", "5")]
 MAX_TERMS = 500
-BUSY = (
-    "⏳ The bot's database is busy right now, so the change is not saved yet; it will be once the "
-    "database is free. Check with `/imagine-admin show` in a moment."
-)
 
 
 TEXT_CHANNELS = (
@@ -42,7 +40,7 @@ async def _is_text(interaction: discord.Interaction, channel: app_commands.AppCo
     """Options arrive as resolved channels (no cache needed); messages can only go to these kinds."""
     if channel.type in TEXT_CHANNELS:
         return True
-    await reply_privately(interaction, "⚠️ Pick a text channel.")
+    await reply_privately(interaction, "⚠️ " + t(resolve(interaction.locale), "admin.pick_text_channel"))
     return False
 
 
@@ -51,40 +49,46 @@ def toggled(ids: tuple[int, ...], item: int, *, remove: bool) -> tuple[int, ...]
     return tuple(i for i in ids if i != item) if remove else tuple(dict.fromkeys((*ids, item)))
 
 
-def settings_embed(settings: GuildSettings) -> discord.Embed:
-    embed = discord.Embed(title="Moderation settings", colour=BRAND)
-    embed.add_field(
-        name="Flagged images",
-        value=f"Normal channels: **{settings.nsfw_normal}**\nAge-restricted channels: **{settings.nsfw_age_restricted}**",
-        inline=False,
-    )
-    embed.add_field(
-        name="safety_tolerance cap",
-        value=f"Normal channels: **{settings.max_tolerance_normal}**\n"
-        f"Age-restricted channels: **{settings.max_tolerance_age_restricted}**",
-        inline=False,
-    )
-    terms = len(settings.blocked_terms)
-    regexes = sum(1 for t in settings.blocked_terms if t.regex)
-    embed.add_field(name="Blocked terms", value=f"{terms} ({regexes} regular expressions)", inline=True)
-    roles = ", ".join(f"<@&{r}>" for r in settings.allowed_role_ids) or "everyone"
-    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids) or "every channel"
-    embed.add_field(name="Who may use it", value=f"Roles: {roles}\nChannels: {channels}", inline=False)
-    log_channel = f"<#{settings.log_channel_id}>" if settings.log_channel_id else "off"
-    embed.add_field(name="Moderation log", value=log_channel, inline=True)
-    embed.add_field(name="Re-roll and Edit", value=settings.actions_by, inline=True)
+def settings_embed(settings: GuildSettings, locale: str = DEFAULT) -> discord.Embed:
+    def kinds(normal: str, restricted: str) -> str:
+        return t(locale, "admin.settings.kinds", normal=normal, restricted=restricted)
+
+    def choice(value: str) -> str:
+        return t(locale, f"choice.{value}")
+
+    embed = discord.Embed(title=t(locale, "admin.settings.title"), colour=BRAND)
+    nsfw = kinds(choice(settings.nsfw_normal), choice(settings.nsfw_age_restricted))
+    embed.add_field(name=t(locale, "admin.settings.flagged"), value=nsfw, inline=False)
+    caps = kinds(settings.max_tolerance_normal, settings.max_tolerance_age_restricted)
+    embed.add_field(name=t(locale, "admin.settings.cap"), value=caps, inline=False)
+    regexes = sum(1 for term in settings.blocked_terms if term.regex)
+    terms = t(locale, "admin.settings.terms", terms=len(settings.blocked_terms), count=regexes)
+    embed.add_field(name=t(locale, "admin.settings.terms_title"), value=terms, inline=True)
+    roles = ", ".join(f"<@&{r}>" for r in settings.allowed_role_ids) or t(locale, "admin.everyone")
+    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids) or t(locale, "admin.every_channel")
+    who = t(locale, "admin.settings.roles_channels", roles=roles, channels=channels)
+    embed.add_field(name=t(locale, "admin.settings.who"), value=who, inline=False)
+    log_channel = f"<#{settings.log_channel_id}>" if settings.log_channel_id else t(locale, "admin.off")
+    embed.add_field(name=t(locale, "admin.settings.log"), value=log_channel, inline=True)
+    embed.add_field(name=t(locale, "admin.settings.actions"), value=choice(settings.actions_by), inline=True)
     return embed
 
 
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
-class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description="Moderation settings for /imagine"):
+class AdminCog(
+    commands.GroupCog, group_name="imagine-admin", group_description=en("command.imagine-admin.description")
+):
     def __init__(self, settings: GuildSettingsStore) -> None:
         self._settings = settings
         super().__init__()
 
-    async def _save(self, interaction: discord.Interaction, done: str, **changes: object) -> None:
+    async def _save(
+        self, interaction: discord.Interaction, key: str, values: dict[str, object], **changes: object
+    ) -> None:
+        """Save `changes` and tell the admin, in their language, what the catalogue's `key` says."""
         assert interaction.guild_id is not None
+        done = t(resolve(interaction.locale), key, **values)
         if await self._written(interaction, self._settings.update(interaction.guild_id, **changes)) is None:
             return
         log.info("guild %s: %s (by user %s)", interaction.guild_id, done, interaction.user.id)
@@ -99,101 +103,105 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
                 return await finish_anyway(write)
         except TimeoutError:
             log.warning("guild %s: a settings change waits for a busy database", interaction.guild_id)
-            await reply_privately(interaction, BUSY)
+            await reply_privately(interaction, "⏳ " + t(resolve(interaction.locale), "admin.busy"))
             return None
 
-    @app_commands.command(name="show", description="Show every moderation setting")
+    @app_commands.command(name="show", description=en("command.imagine-admin.show.description"))
     async def show(self, interaction: discord.Interaction) -> None:
         settings = await self._settings.get(interaction.guild_id)
-        await interaction.response.send_message(embed=settings_embed(settings), ephemeral=True)
+        embed = settings_embed(settings, resolve(interaction.locale))
+        await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @app_commands.command(name="nsfw", description="What happens to images flagged as possibly sensitive")
-    @app_commands.describe(
-        channel_kind="Channels that are age-restricted or not",
-        policy="spoiler: behind a spoiler; withhold (normal channels): not posted; show (age-restricted): plainly",
-    )
+    @app_commands.command(name="nsfw", description=en("command.imagine-admin.nsfw.description"))
+    @app_commands.describe(**described("imagine-admin.nsfw", ("channel_kind", "policy")))
     async def nsfw(
         self,
         interaction: discord.Interaction,
         channel_kind: ChannelKind,
         policy: Literal["spoiler", "withhold", "show"],
     ) -> None:
+        locale = resolve(interaction.locale)
         if channel_kind == "normal" and policy == "show":
-            await reply_privately(
-                interaction, "⚠️ Flagged images are never shown plainly outside age-restricted channels."
-            )
+            await reply_privately(interaction, "⚠️ " + t(locale, "admin.never_plain"))
             return
         if channel_kind == "age-restricted" and policy == "withhold":
-            await reply_privately(interaction, "⚠️ For age-restricted channels choose `spoiler` or `show`.")
+            choices = {"spoiler": t(locale, "choice.spoiler"), "show": t(locale, "choice.show")}
+            await reply_privately(interaction, "⚠️ " + t(locale, "admin.restricted_choose", **choices))
             return
         field = "nsfw_normal" if channel_kind == "normal" else "nsfw_age_restricted"
-        await self._save(interaction, f"Flagged images in {channel_kind} channels: {policy}.", **{field: policy})
+        key = f"admin.done.nsfw.{channel_kind}"
+        await self._save(interaction, key, {"policy": t(locale, f"choice.{policy}")}, **{field: policy})
 
-    @app_commands.command(name="tolerance-cap", description="The highest safety_tolerance members may ask for")
+    @app_commands.command(name="tolerance-cap", description=en("command.imagine-admin.tolerance-cap.description"))
+    @app_commands.describe(**described("imagine-admin.tolerance-cap", ("channel_kind", "value")))
     @app_commands.choices(value=TOLERANCES)
     async def tolerance_cap(self, interaction: discord.Interaction, channel_kind: ChannelKind, value: str) -> None:
         field = "max_tolerance_normal" if channel_kind == "normal" else "max_tolerance_age_restricted"
-        await self._save(interaction, f"safety_tolerance cap in {channel_kind} channels: {value}.", **{field: value})
+        await self._save(interaction, f"admin.done.cap.{channel_kind}", {"value": value}, **{field: value})
 
-    @app_commands.command(name="log-channel", description="Where every generation, refusal and deletion is logged")
-    @app_commands.describe(channel="Leave empty to turn the log off")
+    @app_commands.command(name="log-channel", description=en("command.imagine-admin.log-channel.description"))
+    @app_commands.describe(**described("imagine-admin.log-channel", ("channel",)))
     async def log_channel(
         self, interaction: discord.Interaction, channel: app_commands.AppCommandChannel | None = None
     ) -> None:
         if channel is not None and not await _is_text(interaction, channel):
             return
-        done = f"Moderation log: {channel.mention}." if channel else "Moderation log turned off."
-        await self._save(interaction, done, log_channel_id=channel.id if channel else None)
+        if channel is None:
+            await self._save(interaction, "admin.done.log_off", {}, log_channel_id=None)
+        else:
+            await self._save(interaction, "admin.done.log", {"channel": channel.mention}, log_channel_id=channel.id)
 
-    @app_commands.command(name="block", description="Refuse prompts containing a word, phrase or regular expression")
-    @app_commands.describe(
-        term="A word or phrase (or a regular expression)", regex="Treat the term as a regular expression"
-    )
+    @app_commands.command(name="block", description=en("command.imagine-admin.block.description"))
+    @app_commands.describe(**described("imagine-admin.block", ("term", "regex")))
     async def block(self, interaction: discord.Interaction, term: str, regex: bool = False) -> None:
+        locale = resolve(interaction.locale)
         settings = await self._settings.get(interaction.guild_id)
         try:
             blocked = make_term(term, regex=regex)
-        except InvalidTermError as error:
-            await reply_privately(interaction, f"⚠️ Not added: {error}")
-            return
-        if blocked in settings.blocked_terms:
-            await reply_privately(interaction, "That term is already blocked.")
-            return
-        if len(settings.blocked_terms) >= MAX_TERMS:
-            await reply_privately(interaction, f"⚠️ Not added: the list is full ({MAX_TERMS} terms).")
-            return
-        try:
+            if blocked in settings.blocked_terms:
+                await reply_privately(interaction, t(locale, "admin.already"))
+                return
+            if len(settings.blocked_terms) >= MAX_TERMS:
+                await reply_privately(interaction, "⚠️ " + t(locale, "admin.full", count=MAX_TERMS))
+                return
             check_room(settings.blocked_terms, blocked)  # the regexes' time budget, for the whole list
         except InvalidTermError as error:
-            await reply_privately(interaction, f"⚠️ Not added: {error}")
+            await reply_privately(
+                interaction, "⚠️ " + t(locale, "admin.not_added", reason=term_error_text(error, locale))
+            )
             return
-        await self._save(interaction, "Term blocked.", blocked_terms=(*settings.blocked_terms, blocked))
+        await self._save(interaction, "admin.done.blocked", {}, blocked_terms=(*settings.blocked_terms, blocked))
 
-    @app_commands.command(name="unblock", description="Remove a blocked term")
+    @app_commands.command(name="unblock", description=en("command.imagine-admin.unblock.description"))
+    @app_commands.describe(**described("imagine-admin.unblock", ("term",)))
     async def unblock(self, interaction: discord.Interaction, term: str) -> None:
         settings = await self._settings.get(interaction.guild_id)
-        kept = tuple(t for t in settings.blocked_terms if t.text != term.strip())
+        kept = tuple(blocked for blocked in settings.blocked_terms if blocked.text != term.strip())
         if len(kept) == len(settings.blocked_terms):
-            await reply_privately(interaction, "That term isn't on the list.")
+            await reply_privately(interaction, t(resolve(interaction.locale), "admin.not_listed"))
             return
-        await self._save(interaction, "Term removed.", blocked_terms=kept)
+        await self._save(interaction, "admin.done.removed", {}, blocked_terms=kept)
 
-    @app_commands.command(name="blocked-list", description="List the blocked terms (only you see it)")
+    @app_commands.command(name="blocked-list", description=en("command.imagine-admin.blocked-list.description"))
     async def blocked_list(self, interaction: discord.Interaction) -> None:
+        locale = resolve(interaction.locale)
         settings = await self._settings.get(interaction.guild_id)
-        lines = [f"`{t.text}`{' (regex)' if t.regex else ''}" for t in settings.blocked_terms]
-        await reply_privately(interaction, ("\n".join(lines) or "No blocked terms.")[:1900])
+        lines = [
+            t(locale, "admin.list.regex", term=f"`{b.text}`") if b.regex else f"`{b.text}`"
+            for b in settings.blocked_terms
+        ]
+        await reply_privately(interaction, ("\n".join(lines) or t(locale, "admin.list.empty"))[:1900])
 
-    @app_commands.command(name="allow-role", description="Limit /imagine to members with these roles")
-    @app_commands.describe(remove="Take the role off the list instead")
+    @app_commands.command(name="allow-role", description=en("command.imagine-admin.allow-role.description"))
+    @app_commands.describe(**described("imagine-admin.allow-role", ("role", "remove")))
     async def allow_role(self, interaction: discord.Interaction, role: discord.Role, remove: bool = False) -> None:
         current = (await self._settings.get(interaction.guild_id)).allowed_role_ids
         roles = toggled(current, role.id, remove=remove)
-        what = "everyone" if not roles else ", ".join(f"<@&{r}>" for r in roles)
-        await self._save(interaction, f"/imagine is for: {what}.", allowed_role_ids=roles)
+        what = ", ".join(f"<@&{r}>" for r in roles) or t(resolve(interaction.locale), "admin.everyone")
+        await self._save(interaction, "admin.done.roles", {"what": what}, allowed_role_ids=roles)
 
-    @app_commands.command(name="allow-channel", description="Limit /imagine to these channels")
-    @app_commands.describe(remove="Take the channel off the list instead")
+    @app_commands.command(name="allow-channel", description=en("command.imagine-admin.allow-channel.description"))
+    @app_commands.describe(**described("imagine-admin.allow-channel", ("channel", "remove")))
     async def allow_channel(
         self, interaction: discord.Interaction, channel: app_commands.AppCommandChannel, remove: bool = False
     ) -> None:
@@ -201,21 +209,23 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
             return
         current = (await self._settings.get(interaction.guild_id)).allowed_channel_ids
         ids = toggled(current, channel.id, remove=remove)
-        where = "every channel" if not ids else ", ".join(f"<#{c}>" for c in ids)
-        await self._save(interaction, f"/imagine works in: {where}.", allowed_channel_ids=ids)
+        where = ", ".join(f"<#{c}>" for c in ids) or t(resolve(interaction.locale), "admin.every_channel")
+        await self._save(interaction, "admin.done.channels", {"where": where}, allowed_channel_ids=ids)
 
-    @app_commands.command(name="actions", description="Who may press Re-roll and Edit on someone else's result")
-    @app_commands.describe(who="anyone: good for brainstorming; requester: only the member who asked")
+    @app_commands.command(name="actions", description=en("command.imagine-admin.actions.description"))
+    @app_commands.describe(**described("imagine-admin.actions", ("who",)))
     async def actions(self, interaction: discord.Interaction, who: Literal["anyone", "requester"]) -> None:
-        await self._save(interaction, f"Re-roll and Edit on a result: {who}.", actions_by=who)
+        shown = t(resolve(interaction.locale), f"choice.{who}")
+        await self._save(interaction, "admin.done.actions", {"who": shown}, actions_by=who)
 
-    @app_commands.command(name="reset", description="Put every moderation setting back to its default")
+    @app_commands.command(name="reset", description=en("command.imagine-admin.reset.description"))
     async def reset(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         settings = await self._written(interaction, self._settings.reset(interaction.guild_id))
         if settings is None:
             return
         log.info("guild %s: moderation settings reset (by user %s)", interaction.guild_id, interaction.user.id)
+        locale = resolve(interaction.locale)
         await interaction.response.send_message(
-            "✅ Every setting is back to its default.", embed=settings_embed(settings), ephemeral=True
+            "✅ " + t(locale, "admin.done.reset"), embed=settings_embed(settings, locale), ephemeral=True
         )

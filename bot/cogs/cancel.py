@@ -10,6 +10,7 @@ import discord
 
 from bot import render
 from bot.delivery import NO_MENTIONS, reply_privately
+from bot.i18n import DEFAULT, resolve, t
 from bot.services import services
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,10 @@ log = logging.getLogger(__name__)
 class CancelButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"imagine:cancel:(?P<job>[0-9]+)"
 ):
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, locale: str = DEFAULT) -> None:
+        label = t(locale, "button.cancel")
         super().__init__(
-            discord.ui.Button(label="Cancel", style=discord.ButtonStyle.secondary, custom_id=f"imagine:cancel:{job_id}")
+            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=f"imagine:cancel:{job_id}")
         )
         self.job_id = job_id
 
@@ -32,28 +34,27 @@ class CancelButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
+        locale = resolve(interaction.locale)
         try:
             job = await bot.storage.get_job(self.job_id)
         except KeyError:
-            await reply_privately(interaction, "This request is no longer on record.")
+            await reply_privately(interaction, t(locale, "cancel.gone"))
             return
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
-            await reply_privately(
-                interaction, "Only the member who asked for this image, or a moderator, can cancel it."
-            )
+            await reply_privately(interaction, t(locale, "cancel.not_allowed"))
             return
         cancelled = await bot.dispatcher.cancel(job.id)
         if cancelled is None:
-            await reply_privately(interaction, "This request has already started, so it can't be cancelled any more.")
+            await reply_privately(interaction, t(locale, "cancel.started"))
             return
         log.info("job %s cancelled by user %s", job.id, interaction.user.id)
-        by = "you" if interaction.user.id == job.user_id else interaction.user.mention
-        await interaction.response.edit_message(
-            embed=render.cancelled_embed(job.params, by=by), view=None, allowed_mentions=NO_MENTIONS
-        )
+        bot.metrics.job_finished("cancelled")
+        by = None if interaction.user.id == job.user_id else interaction.user.mention
+        embed = render.cancelled_embed(job.params, by=by, locale=job.locale)
+        await interaction.response.edit_message(embed=embed, view=None, allowed_mentions=NO_MENTIONS)
 
 
-def cancel_view(job_id: int) -> discord.ui.View:
+def cancel_view(job_id: int, locale: str = DEFAULT) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, locale))
     return view

@@ -12,11 +12,12 @@ from discord.ext import commands
 from bot import render
 from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, reply_privately
-from bot.jobs.admission import NOTHING_SENT, Admission
+from bot.i18n import resolve, t
+from bot.i18n.commands import described, en
+from bot.jobs.admission import Admission
 from bot.jobs.progress import Stage
 from bot.params import (
     ASPECT_RATIOS,
-    DEFAULT_GUIDANCE,
     GUIDANCE_MAX,
     GUIDANCE_MIN,
     NUM_IMAGES_MAX,
@@ -31,20 +32,14 @@ from bot.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
-_RATIO_NAMES = {
-    "21:9": "21:9 ultrawide",
-    "16:9": "16:9 widescreen",
-    "4:3": "4:3 landscape",
-    "3:2": "3:2 photo",
-    "1:1": "1:1 square",
-    "2:3": "2:3 portrait",
-    "3:4": "3:4 portrait",
-    "9:16": "9:16 phone",
-    "9:21": "9:21 tall",
-}
-_TOLERANCE_NAMES = {"1": "1 (strictest)", "2": "2 (default)", "3": "3", "4": "4", "5": "5 (most permissive)"}
-RATIO_CHOICES = [app_commands.Choice(name=_RATIO_NAMES[r], value=r) for r in ASPECT_RATIOS]
-TOLERANCE_CHOICES = [app_commands.Choice(name=_TOLERANCE_NAMES[t], value=t) for t in SAFETY_TOLERANCES]
+EXPIRED = 10062  # Discord: Unknown interaction (its token's 3 seconds are over)
+IMAGINE_OPTIONS = ("prompt", "aspect_ratio", "num_images", "seed", "guidance_scale", "safety_tolerance")
+EDIT_OPTIONS = ("image", "prompt", "aspect_ratio", "seed", "guidance_scale", "safety_tolerance")
+
+# Choice names are English here and translated at sync (`bot.i18n.commands`), like every other
+# command text: the catalogue holds them under `choice.<value>`.
+RATIO_CHOICES = [app_commands.Choice(name=en(f"choice.{r}"), value=r) for r in ASPECT_RATIOS]
+TOLERANCE_CHOICES = [app_commands.Choice(name=en(f"choice.{v}"), value=v) for v in SAFETY_TOLERANCES]
 
 
 class ImagineCog(commands.Cog):
@@ -52,16 +47,8 @@ class ImagineCog(commands.Cog):
         self._admission = admission
         self._rng = rng or random.SystemRandom()
 
-    @app_commands.command(name="imagine", description="Generate images from a prompt with FLUX.1 Kontext [pro]")
-    @app_commands.describe(
-        prompt="What to draw: subject, style, lighting, composition",
-        aspect_ratio="Shape of the image (default 1:1 square)",
-        num_images=f"How many images to make, 1 to {NUM_IMAGES_MAX} (default 1)",
-        seed="Same seed + same prompt = same image. Leave empty or -1 for a random seed",
-        guidance_scale=f"How closely to follow the prompt, {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g} "
-        f"(default {DEFAULT_GUIDANCE:g})",
-        safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
-    )
+    @app_commands.command(name="imagine", description=en("command.imagine.description"))
+    @app_commands.describe(**described("imagine", IMAGINE_OPTIONS))
     @app_commands.choices(aspect_ratio=RATIO_CHOICES, safety_tolerance=TOLERANCE_CHOICES)
     async def imagine(
         self,
@@ -84,19 +71,12 @@ class ImagineCog(commands.Cog):
                 rng=self._rng,
             )
         except InvalidOptionError as error:
-            await reply_privately(interaction, f"⚠️ {error} {NOTHING_SENT}")
+            await reply_privately(interaction, render.option_error_text(error, resolve(interaction.locale)))
             return
         await start_from_command(self._admission, interaction, params)
 
-    @app_commands.command(name="imagine-edit", description="Change an image with a sentence, with FLUX.1 Kontext [pro]")
-    @app_commands.describe(
-        image="The image to edit (PNG, JPEG or WebP)",
-        prompt="What to change: 'make it night', 'add a red scarf', 'turn it into a watercolour'",
-        aspect_ratio="Shape of the result (default 1:1 square)",
-        seed="Same seed + same inputs = same result. Leave empty or -1 for a random seed",
-        guidance_scale=f"How closely to follow the instruction, {GUIDANCE_MIN:g} to {GUIDANCE_MAX:g}",
-        safety_tolerance="1 is the strictest filter, 5 the most permissive (default 2)",
-    )
+    @app_commands.command(name="imagine-edit", description=en("command.imagine-edit.description"))
+    @app_commands.describe(**described("imagine-edit", EDIT_OPTIONS))
     @app_commands.choices(aspect_ratio=RATIO_CHOICES, safety_tolerance=TOLERANCE_CHOICES)
     async def imagine_edit(
         self,
@@ -109,9 +89,8 @@ class ImagineCog(commands.Cog):
         safety_tolerance: str | None = None,
     ) -> None:
         if not (image.content_type or "").startswith("image/") or image.size > EDIT_SOURCE_MAX:
-            await reply_privately(
-                interaction, f"⚠️ `image` must be a PNG, JPEG or WebP image up to 20 MB. {NOTHING_SENT}"
-            )
+            locale = resolve(interaction.locale)
+            await reply_privately(interaction, "⚠️ " + t(locale, "option.bad_image") + " " + t(locale, "nothing_sent"))
             return
         try:
             params = validate(
@@ -124,7 +103,7 @@ class ImagineCog(commands.Cog):
                 rng=self._rng,
             )
         except InvalidOptionError as error:
-            await reply_privately(interaction, f"⚠️ {error} {NOTHING_SENT}")
+            await reply_privately(interaction, render.option_error_text(error, resolve(interaction.locale)))
             return
         await start_from_command(self._admission, interaction, params, kind="edit")
 
@@ -135,33 +114,45 @@ EDIT_SOURCE_MAX = 20 * 1024 * 1024  # what the bot lets WaveSpeed fetch from Dis
 async def start_from_command(
     admission: Admission, interaction: discord.Interaction, params: ImagineParams, *, kind: str = "imagine"
 ) -> None:
-    """Admit the request and answer the interaction with the job's placeholder."""
-    job = await admission.admit(interaction, params, kind=kind)
-    if isinstance(job, Refusal):
-        await reply_privately(interaction, render.refusal_text(job))
-        return
-    try:
-        response = await interaction.response.send_message(
-            embed=render.placeholder_embed(params, Stage.QUEUED), view=cancel_view(job.id), allowed_mentions=NO_MENTIONS
-        )
-    except discord.HTTPException as error:
-        await admission.not_placed(job)
-        if error.code == 10062:  # answered too late (an overloaded bot): nothing was sent, nothing to say
-            log.warning("interaction %s expired before the bot could answer it", interaction.id)
-            return
-        raise
+    """Admit the request and answer the interaction with the job's placeholder. Until the answer is
+    out, work that can wait does (`bot.jobs.foreground`)."""
+    with admission.foreground.answer():
+        job = await admission.admit(interaction, params, kind=kind)
+        locale = resolve(interaction.locale)
+        try:
+            if isinstance(job, Refusal):
+                await reply_privately(interaction, render.refusal_text(job, locale))
+                return
+            response = await interaction.response.send_message(
+                embed=render.placeholder_embed(params, Stage.QUEUED, locale=locale),
+                view=cancel_view(job.id, locale),
+                allowed_mentions=NO_MENTIONS,
+            )
+        except discord.HTTPException as error:
+            if not isinstance(job, Refusal):
+                await admission.not_placed(job)
+            if error.code == EXPIRED:  # answered too late (an overloaded bot): nothing was sent, nothing to say
+                log.warning("interaction %s expired before the bot could answer it", interaction.id)
+                return
+            raise
     await admission.placed(job, response.message_id)
 
 
 async def on_tree_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
     """A member-facing answer for errors before or inside a command; never a silent failure."""
+    locale = resolve(interaction.locale)
     if isinstance(error, app_commands.TransformerError):
-        message = "⚠️ One of the options has a value I can't use. Pick it from the list Discord offers."
+        message = "⚠️ " + t(locale, "answer.bad_value")
     elif isinstance(error, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
-        message = "⚠️ This command is out of date. Wait a minute for Discord to update it, then try again."
+        message = "⚠️ " + t(locale, "answer.out_of_date")
+    elif isinstance(original := getattr(error, "original", None), discord.HTTPException) and original.code == EXPIRED:
+        # The member's 3 seconds ran out (an overloaded bot): there is nobody left to answer, and a
+        # traceback per expired command would only make the overload worse.
+        log.warning("interaction %s expired before the bot could answer it", interaction.id)
+        return
     else:
         log.error("command failed", exc_info=error)
-        message = "Something went wrong inside the bot. Try again; if it keeps happening, tell the bot's host."
+        message = t(locale, "error.internal")
     try:
         await reply_privately(interaction, message)
     except discord.HTTPException as failure:  # the interaction may have expired meanwhile

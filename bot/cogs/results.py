@@ -18,7 +18,7 @@ import discord
 from bot import render
 from bot.cogs.cancel import cancel_view
 from bot.delivery import NO_MENTIONS, placeholder_nonce, reply_privately
-from bot.jobs.admission import NOTHING_SENT
+from bot.i18n import DEFAULT, resolve, t
 from bot.jobs.model import JobRecord
 from bot.jobs.progress import Stage
 from bot.links import message_url
@@ -29,17 +29,15 @@ from bot.services import Services, services
 
 log = logging.getLogger(__name__)
 
-ACTIONS = {"reroll": ("Re-roll", "🎲"), "edit": ("Edit", "✏️"), "details": ("Details", "ℹ️"), "delete": ("Delete", "🗑️")}
-GONE = "This result is too old: its details were cleared from the bot's records, so I can't do that any more."
-ONLY_REQUESTER = "On this server only the member who asked for this image can use its buttons."
+ACTIONS = {"reroll": "🎲", "edit": "✏️", "details": "ℹ️", "delete": "🗑️"}
 
 
 class ResultButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=r"imagine:(?P<action>reroll|edit|details|delete):(?P<job>[0-9]+)",
 ):
-    def __init__(self, action: str, job_id: int) -> None:
-        label, emoji = ACTIONS[action]
+    def __init__(self, action: str, job_id: int, locale: str = DEFAULT) -> None:
+        label, emoji = t(locale, f"button.{action}"), ACTIONS[action]
         style = discord.ButtonStyle.primary if action == "reroll" else discord.ButtonStyle.secondary
         custom_id = f"imagine:{action}:{job_id}"
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
@@ -53,6 +51,7 @@ class ResultButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot = services(interaction)
+        locale = resolve(interaction.locale)
         try:
             job: JobRecord | None = await bot.storage.get_job(self.job_id)
         except KeyError:
@@ -61,14 +60,14 @@ class ResultButton(
             await delete(bot, interaction, job)
             return
         if job is None:
-            await reply_privately(interaction, GONE)
+            await reply_privately(interaction, t(locale, "result.gone"))
             return
         if self.action == "details":
-            await reply_privately(interaction, render.details_text(job))
+            await reply_privately(interaction, render.details_text(job, locale))
             return
         settings = await bot.guild_settings.get(interaction.guild_id)
         if settings.actions_by == "requester" and interaction.user.id != job.user_id:
-            await reply_privately(interaction, ONLY_REQUESTER)
+            await reply_privately(interaction, t(locale, "result.only_requester"))
             return
         if self.action == "reroll":
             params = dataclasses.replace(
@@ -78,9 +77,9 @@ class ResultButton(
             return
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
         if not images:
-            await reply_privately(interaction, "This result has no image I can edit.")
+            await reply_privately(interaction, t(locale, "result.no_image"))
             return
-        await interaction.response.send_modal(EditModal(job, len(images), press_id=interaction.id))
+        await interaction.response.send_modal(EditModal(job, len(images), press_id=interaction.id, locale=locale))
 
 
 def is_image(attachment: discord.Attachment) -> bool:
@@ -91,24 +90,25 @@ class EditModal(discord.ui.Modal):
     """Asks what to change (and which image). The submit is handled in `on_submit`; the images are
     read again from the message then, so their signed URLs are fresh."""
 
-    def __init__(self, job: JobRecord, image_count: int, *, press_id: int) -> None:
+    def __init__(self, job: JobRecord, image_count: int, *, press_id: int, locale: str = DEFAULT) -> None:
         # discord.py keeps open modals by custom_id: one per press, so two members editing the same
         # result each get their own dialog (a shared id handed one member's answer to the other's).
         super().__init__(
-            title="Edit with FLUX.1 Kontext", timeout=None, custom_id=f"imagine:edit-modal:{job.id}:{press_id}"
+            title=t(locale, "modal.title"), timeout=None, custom_id=f"imagine:edit-modal:{job.id}:{press_id}"
         )
         self.job = job
+        self.locale = locale
         self.instruction: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="What should change?",
+            label=t(locale, "modal.instruction"),
             style=discord.TextStyle.paragraph,
-            placeholder="e.g. make it night time, add a red scarf, turn it into a watercolour",
+            placeholder=t(locale, "modal.placeholder"),
             max_length=PROMPT_MAX_LENGTH,
         )
         self.add_item(self.instruction)
         self.which: discord.ui.TextInput[EditModal] | None = None
         if image_count > 1:
             self.which = discord.ui.TextInput(
-                label=f"Which image? (1-{image_count})", default="1", min_length=1, max_length=1
+                label=t(locale, "modal.which", count=image_count), default="1", min_length=1, max_length=1
             )
             self.add_item(self.which)
 
@@ -117,13 +117,12 @@ class EditModal(discord.ui.Modal):
         images = [a for a in (interaction.message.attachments if interaction.message else []) if is_image(a)]
         number = self.which.value.strip() if self.which is not None else "1"
         if not number.isdigit() or not 1 <= int(number) <= len(images):
-            await reply_privately(interaction, f"⚠️ Pick an image from 1 to {len(images)}.")
+            await reply_privately(interaction, "⚠️ " + t(self.locale, "modal.pick", count=len(images)))
             return
         instruction = self.instruction.value.strip()
         if not instruction:  # as /imagine refuses an empty prompt
-            await reply_privately(
-                interaction, f"⚠️ Say what should change: the instruction can't be empty. {NOTHING_SENT}"
-            )
+            empty = t(self.locale, "modal.empty") + " " + t(self.locale, "nothing_sent")
+            await reply_privately(interaction, "⚠️ " + empty)
             return
         source = images[int(number) - 1]
         params = dataclasses.replace(
@@ -141,11 +140,14 @@ async def start_reply(
     bot: Services, interaction: discord.Interaction, params: ImagineParams, *, kind: str, source: JobRecord
 ) -> None:
     """A job started from a result: its placeholder is a reply to that result, posted by the bot."""
-    job = await bot.admission.admit(interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True)
-    if isinstance(job, Refusal):
-        await reply_privately(interaction, render.refusal_text(job))
-        return
-    await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
+    with bot.admission.foreground.answer():  # deferred work waits until the press is acknowledged
+        job = await bot.admission.admit(
+            interaction, params, kind=kind, source_job_id=source.id, bot_posts_placeholder=True
+        )
+        if isinstance(job, Refusal):
+            await reply_privately(interaction, render.refusal_text(job, resolve(interaction.locale)))
+            return
+        await interaction.response.defer()  # acknowledged; the reply below is what the channel sees
     channel = interaction.channel
     reference = interaction.message.to_reference(fail_if_not_exists=False) if interaction.message else None
     if not isinstance(channel, discord.abc.Messageable):
@@ -156,7 +158,8 @@ async def start_reply(
     except discord.HTTPException as error:
         log.warning("could not post the placeholder for job %s: %s", job.id, error)
         await bot.admission.not_placed(job)
-        await interaction.followup.send(render.explain(error), ephemeral=True, allowed_mentions=NO_MENTIONS)
+        explained = render.explain(error, resolve(interaction.locale))
+        await interaction.followup.send(explained, ephemeral=True, allowed_mentions=NO_MENTIONS)
         return
     await bot.admission.placed(job, placeholder.id)
 
@@ -167,8 +170,8 @@ async def post_reply_placeholder(
     """The reply a Re-roll or Edit job shows its progress in. Its nonce makes a repeat after a crash
     return the same message."""
     return await channel.send(
-        embed=render.placeholder_embed(job.params, Stage.QUEUED),
-        view=cancel_view(job.id),
+        embed=render.placeholder_embed(job.params, Stage.QUEUED, locale=job.locale),
+        view=cancel_view(job.id, job.locale),
         reference=reference,  # type: ignore[arg-type]
         allowed_mentions=NO_MENTIONS,
         nonce=placeholder_nonce(job.id),
@@ -176,29 +179,30 @@ async def post_reply_placeholder(
 
 
 async def delete(bot: Services, interaction: discord.Interaction, job: JobRecord | None) -> None:
+    locale = resolve(interaction.locale)
     is_requester = job is not None and interaction.user.id == job.user_id
     if not is_requester and not interaction.permissions.manage_messages:
-        await reply_privately(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
+        await reply_privately(interaction, t(locale, "delete.not_allowed"))
         return
     message = interaction.message
     if message is None:
-        await reply_privately(interaction, "I couldn't find that message any more.")
+        await reply_privately(interaction, t(locale, "delete.not_found"))
         return
     try:
         await message.delete()
     except discord.HTTPException as error:
         log.warning("could not delete result message %s: %s", message.id, error)
-        await reply_privately(interaction, "I couldn't delete that message. I may be missing Manage Messages here.")
+        await reply_privately(interaction, t(locale, "delete.failed"))
         return
     log.info("result message %s deleted by user %s", message.id, interaction.user.id)
-    await reply_privately(interaction, "🗑️ Deleted.")
+    await reply_privately(interaction, "🗑️ " + t(locale, "delete.done"))
     if job is not None:
         url = message_url(interaction.guild_id, message.channel.id, message.id)
         await bot.modlog.post(job.guild_id, deletion_entry(job, by=interaction.user.id, url=url))
 
 
-def result_view(job_id: int) -> discord.ui.View:
+def result_view(job_id: int, locale: str = DEFAULT) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ACTIONS:
-        view.add_item(ResultButton(action, job_id))
+        view.add_item(ResultButton(action, job_id, locale))
     return view

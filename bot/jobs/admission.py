@@ -11,10 +11,13 @@ import time
 
 import discord
 
+from bot.i18n import resolve
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, NewJob
 from bot.jobs.runner import JobRunner
 from bot.limits import Access, Limits, check
+from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog, refusal_entry
 from bot.moderation.policy import gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
@@ -26,7 +29,6 @@ from bot.tasks import finish_anyway
 
 log = logging.getLogger(__name__)
 
-NOTHING_SENT = "Nothing was sent to the image service."
 # How long admission may wait on the database: with the network, the answer must reach Discord
 # within its 3-second window.
 DB_BUDGET = 2.0
@@ -55,6 +57,8 @@ class Admission:
         guild_settings: GuildSettingsStore,
         modlog: ModLog,
         db_budget: float = DB_BUDGET,
+        foreground: Foreground | None = None,
+        metrics: Metrics = NOOP,
     ) -> None:
         self._runner = runner
         self._dispatcher = dispatcher
@@ -65,6 +69,9 @@ class Admission:
         self._modlog = modlog
         self._lock = asyncio.Lock()  # count-then-create, one request at a time
         self._db_budget = db_budget
+        # Around admitting a command and answering it (the callers' part): deferred work waits meanwhile.
+        self.foreground = foreground or Foreground()
+        self._metrics = metrics
 
     async def admit(
         self,
@@ -83,6 +90,19 @@ class Admission:
         prompt), so a member over a limit cannot keep the bot busy with moderation work. The
         database part is time-boxed: a database locked by another process must not make Discord
         show "the application did not respond"."""
+        answer = await self._answer(interaction, params, kind, source_job_id, bot_posts_placeholder)
+        if isinstance(answer, Refusal):
+            self._metrics.refused(answer.reason)
+        return answer
+
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        params: ImagineParams,
+        kind: str,
+        source_job_id: int | None,
+        bot_posts_placeholder: bool,
+    ) -> JobRecord | Refusal:
         if not self._runner.accepting:
             return Refusal(Refused.RESTARTING)
         refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
@@ -141,6 +161,8 @@ class Admission:
                 channel_nsfw=restricted,
                 kind=kind,
                 source_job_id=source_job_id,
+                locale=resolve(interaction.locale),
+                guild_locale=resolve(interaction.guild_locale) if interaction.guild_id is not None else None,
             )
             # If the time box runs out while the row is being written, the write may still land: it
             # carries on, and the job is then closed as never answered, so it neither runs nor counts.
@@ -171,7 +193,9 @@ class Admission:
             user_id=interaction.user.id,
             channel_id=interaction.channel_id,
             prompt=params.prompt,
-            reason=f"Blocked term: `{term.text}`{' (regex)' if term.regex else ''}",
+            term=term.text,
+            regex=term.regex,
+            locale=resolve(interaction.guild_locale),
         )
         await self._modlog.post(interaction.guild_id, entry)
         return Refusal(Refused.BLOCKED_TERM)

@@ -15,6 +15,7 @@ import logging
 import time
 
 from bot.jobs.events import Presenter
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import JobRecord, JobState
 from bot.jobs.progress import ProgressReporter, Status
 from bot.jobs.runner import JobRunner
@@ -28,6 +29,8 @@ S = JobState
 TICK = 1.0
 # Jobs claimed by one statement at most: a process takes its fair share of free slots, not all.
 CLAIM_BATCH = 32
+# Reading the line for positions may take this many times its own duration between reads.
+READ_SHARE = 20
 
 
 class Dispatcher:
@@ -40,6 +43,7 @@ class Dispatcher:
         capacity: int,
         tick: float = TICK,
         positions_interval: float = 0.25,
+        foreground: Foreground | None = None,
     ) -> None:
         self._storage = storage
         self._runner = runner
@@ -47,11 +51,13 @@ class Dispatcher:
         self._capacity = capacity
         self._tick = tick
         self._positions_interval = positions_interval
+        self._foreground = foreground or Foreground(max_wait=0.0)
         self._wake = asyncio.Event()
         self._watching: dict[int, ProgressReporter] = {}  # this process's queued jobs, by id
         self._told: dict[int, Status] = {}  # the last status given to each watched job's reporter
         self._loops: list[asyncio.Task[None]] = []
         self._last_positions = 0.0
+        self._positions_took = 0.0  # how long the last read of the line took
         storage.listen(self._on_notification)
 
     def _on_notification(self, channel: str, payload: str) -> None:
@@ -110,6 +116,8 @@ class Dispatcher:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                # Claims start submits and placeholder edits: they wait while a burst is answered.
+                await self._foreground.quiet()
                 await self._claim_all()
                 await self._show_positions()
             except Exception:
@@ -132,13 +140,18 @@ class Dispatcher:
         if not self._watching:
             return
         since = time.monotonic() - self._last_positions
-        if since < self._positions_interval:  # at most a few reads of the line a second
-            asyncio.get_running_loop().call_later(self._positions_interval - since, self._wake.set)
+        # At most a few reads of the line a second, and reading it takes at most a 20th of the time:
+        # a line thousands long (a burst) is read every second or two, which is all its placeholders
+        # need (past LIVE_POSITIONS they show "further back").
+        interval = max(self._positions_interval, READ_SHARE * self._positions_took)
+        if since < interval:
+            asyncio.get_running_loop().call_later(interval - since, self._wake.set)
             return
-        self._last_positions = time.monotonic()
+        self._last_positions = began = time.monotonic()
         watched = set(self._watching)  # a job placed while the line is read is judged next time
         line = await self._storage.waiting()
         paused_until = await self._storage.paused_until()
+        self._positions_took = time.monotonic() - began
         resumes_at = paused_until if paused_until > time.time() else None
         positions = {w.job_id: n for n, w in enumerate(line, start=1)}
         for job_id in watched & set(self._watching):

@@ -16,6 +16,7 @@ from typing import Protocol
 from bot.jobs.model import JobRecord
 from bot.jobs.outputs import PreparedOutputs
 from bot.jobs.progress import Status
+from bot.metrics import Route
 from bot.wavespeed.errors import WaveSpeedError
 from bot.wavespeed.models import Prediction
 
@@ -24,10 +25,7 @@ class UnconfirmedSubmitError(WaveSpeedError):
     """The submit was sent but never answered clearly: WaveSpeed may have taken it (and billed it),
     so it is not sent again."""
 
-    user_message = (
-        "WaveSpeed did not confirm the request, and it may still have been made. The bot did not send "
-        "it again, so you are not charged twice. If no image appears, run /imagine again."
-    )
+    reason = "unconfirmed"
     retryable = False
 
 
@@ -38,6 +36,7 @@ class Delivered:
 
     result_message_id: int | None
     link: str | None = None  # where that message is, for the moderation log
+    route: Route = "placeholder"  # how it went, for the metrics
 
 
 class Presenter(Protocol):

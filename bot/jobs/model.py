@@ -70,6 +70,14 @@ class NewJob:
     channel_nsfw: bool = False  # the channel is age-restricted
     kind: str = "imagine"  # or "reroll", "edit": started from a button or /imagine-edit
     source_job_id: int | None = None  # the job whose result the button was on
+    locale: str = "en-US"  # the requester's language (Discord's interaction.locale): their placeholder
+    guild_locale: str | None = None  # the server's (guild_locale): what everyone in the channel sees
+
+    @property
+    def public_locale(self) -> str:
+        """The language of what the channel sees (the result, the moderation log): the server's,
+        or the requester's outside a server."""
+        return self.guild_locale or self.locale
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,15 @@ class ProgressReporter:
     so a stale progress edit can never land after the result.
     """
 
-    def __init__(self, show: Callable[[Status], Awaitable[None]], *, min_interval: float = 1.5) -> None:
+    def __init__(
+        self,
+        show: Callable[[Status], Awaitable[None]],
+        *,
+        min_interval: float = 1.5,
+        wait_turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._show = show
+        self._wait_turn = wait_turn  # an edit can wait while commands are being answered (bot.jobs.foreground)
         self._min_interval = min_interval
         self._latest: Status | None = None
         self._shown: Status | None = Status(Stage.QUEUED)  # the initial response already says "Queued"
@@ -73,7 +80,11 @@ class ProgressReporter:
         loop = asyncio.get_running_loop()
         while self._latest is not None and self._latest != self._shown:
             await asyncio.sleep(max(0.0, self._last_edit + self._min_interval - loop.time()))
+            if self._wait_turn is not None:
+                await self._wait_turn()
             stage = self._latest
+            if stage is None or stage == self._shown:
+                break
             self._editing = True
             try:
                 await self._show(stage)

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.jobs.events import Presenter, UnconfirmedSubmitError
+from bot.jobs.foreground import Foreground
 from bot.jobs.model import InvalidTransitionError, JobRecord, JobState
 from bot.jobs.outputs import prepare_outputs
 from bot.jobs.progress import ProgressReporter, Stage, Status, stage_for_status
+from bot.logs import job_context
+from bot.metrics import NOOP, Metrics, failure_reason
 from bot.storage.base import QUEUE, Storage
 from bot.wavespeed.client import WaveSpeedClient
-from bot.wavespeed.errors import RateLimitedError, WaveSpeedError
+from bot.wavespeed.errors import JobTimeoutError, RateLimitedError, WaveSpeedError
 from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,11 @@ class JobRunner:
         timeout: float,
         progress_interval: float = 1.5,
         resume_minimum: float = RESUME_MINIMUM,
+        foreground: Foreground | None = None,
+        metrics: Metrics = NOOP,
     ) -> None:
         self._client = client
+        self._metrics = metrics
         self._storage = storage
         self._presenter = presenter
         self._model = model
@@ -69,6 +75,7 @@ class JobRunner:
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._resume_minimum = resume_minimum
+        self._wait_turn = foreground.quiet if foreground is not None else None
         self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limited_since: dict[int, float] = {}  # job id -> first 429 on its submit (monotonic)
@@ -92,7 +99,9 @@ class JobRunner:
     def reporter(self, job: JobRecord, *, since: datetime | None = None) -> ProgressReporter:
         """Coalesced placeholder updates for one job, at most one per progress interval."""
         return ProgressReporter(
-            lambda status: self._presenter.show(job, status, since=since), min_interval=self._progress_interval
+            lambda status: self._presenter.show(job, status, since=since),
+            min_interval=self._progress_interval,
+            wait_turn=self._wait_turn,
         )
 
     async def close(self, grace: float = 0.0) -> None:
@@ -114,8 +123,12 @@ class JobRunner:
         return asyncio.get_running_loop().time() + remaining
 
     async def _run(self, job: JobRecord, *, resumed: bool) -> None:
+        job_context(job_id=job.id, guild_id=job.guild_id, prediction_id=job.prediction_id)  # this task's log lines
         since = datetime.fromtimestamp(job.submitted_at, UTC) if job.submitted_at is not None else None
-        run = _Run(job, ProgressReporter(lambda s: self._show(run, s), min_interval=self._progress_interval), resumed)
+        progress = ProgressReporter(
+            lambda s: self._show(run, s), min_interval=self._progress_interval, wait_turn=self._wait_turn
+        )
+        run = _Run(job, progress, resumed)
         run.since = since
         try:
             await self._advance(run)
@@ -156,6 +169,10 @@ class JobRunner:
         await self._storage.fail(
             job.id, outcome=type(error).__name__, detail=str(error), finished_at=time.time(), unconfirmed=unconfirmed
         )
+        if unconfirmed or isinstance(error, JobTimeoutError):
+            self._metrics.job_finished("unconfirmed" if unconfirmed else "timeout")
+        else:
+            self._metrics.job_finished("failed", failure_reason(error))
         await self._storage.notify(QUEUE)  # a slot may have come free
 
     async def _advance(self, run: _Run) -> None:
@@ -187,6 +204,11 @@ class JobRunner:
             prediction = await self._client.wait(
                 run.job.prediction_id, deadline=deadline, on_update=on_update, running_for=max(0.0, running_for)
             )
+        if run.job.state is S.SUBMITTED and run.job.submitted_at is not None:  # once per job, not on a retry
+            self._metrics.generated(time.time() - run.job.submitted_at)
+            billed = prediction.nsfw_flags()[: run.job.params.num_images]  # extra outputs are neither fetched nor paid
+            self._metrics.images(len(billed), sum(billed))
+        finished_at = time.monotonic()
         # Never more images than were asked for (each is billed), and only http(s) links.
         prediction = prediction.usable(run.job.params.num_images)
         if run.job.state is S.SUBMITTED:
@@ -202,6 +224,8 @@ class JobRunner:
             run.job = await self._storage.mark_delivered(
                 run.job.id, result_message_id=where.result_message_id, finished_at=time.time()
             )
+            self._metrics.delivered(time.monotonic() - finished_at, where.route)
+            self._metrics.job_finished("delivered")
             log.info(
                 "job %s delivered (prediction %s, %d files)", run.job.id, run.job.prediction_id, len(outputs.files)
             )
@@ -243,7 +267,9 @@ class JobRunner:
             raise UnconfirmedSubmitError(str(error)) from None
         self._limited_streak = 0
         self._limited_since.pop(run.job.id, None)
+        job_context(job_id=run.job.id, guild_id=run.job.guild_id, prediction_id=submitted.id)
         log.info("job %s submitted as prediction %s", run.job.id, submitted.id)
+        self._metrics.queue_waited(submitted_at - run.job.created_at)
         run.job = await self._storage.mark_submitted(run.job.id, prediction_id=submitted.id, submitted_at=submitted_at)
         run.since = datetime.fromtimestamp(submitted_at, UTC)
         if self._client.settled_on_submit(submitted) is None:

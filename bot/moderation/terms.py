@@ -83,32 +83,36 @@ _SYMBOL = re.compile(r"[^\w\x00-\x7f]")  # neither ASCII nor a letter or digit: 
 # ~1350 instructions, twice per term: 500 terms would not fit in one set.
 _GAP = r"[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
 _EMPTY_MATCH_PROBES = ("", "x", "hello world 42 .")
-_UNSUPPORTED = (  # how RE2's error starts → what the admin wrote
-    (r"invalid perl operator: \(\?=", "a lookahead (?=…)"),
-    (r"invalid perl operator: \(\?!", "a negative lookahead (?!…)"),
-    (r"invalid perl operator: \(\?<", "a lookbehind (?<=…) or (?<!…)"),
-    (r"invalid perl operator: \(\?P", "a backreference (?P=name)"),
-    (r"invalid escape sequence: \\[1-9]", "a backreference (\\1 to \\9)"),
-    (r"invalid perl operator: \(\?>", "an atomic group (?>…)"),
-    (r"invalid perl operator: \(\?\(", "a conditional (?(…)…)"),
-    (r"bad repetition operator: ", "a possessive or doubled quantifier (a++, a*+, a**)"),
-    (r"invalid repetition size: ", "a repeat count above 1000"),
+_UNSUPPORTED = (  # how RE2's error starts → what the admin wrote (the catalogue's term.feature.<name>)
+    (r"invalid perl operator: \(\?=", "lookahead"),
+    (r"invalid perl operator: \(\?!", "negative_lookahead"),
+    (r"invalid perl operator: \(\?<", "lookbehind"),
+    (r"invalid perl operator: \(\?P", "named_backreference"),
+    (r"invalid escape sequence: \\[1-9]", "backreference"),
+    (r"invalid perl operator: \(\?>", "atomic_group"),
+    (r"invalid perl operator: \(\?\(", "conditional"),
+    (r"bad repetition operator: ", "possessive"),
+    (r"invalid repetition size: ", "repeat_count"),
 )
 
 
 class InvalidTermError(ValueError):
-    """A blocked term that cannot be used; the message says why, for the admin who typed it."""
+    """A blocked term that cannot be used: why (`problem`, the catalogue's `term.<problem>`) and the
+    figures the admin who typed it is told (`bot.render.term_error_text` words it)."""
+
+    def __init__(self, problem: str, **values: object) -> None:
+        super().__init__(f"{problem} {values}")
+        self.problem = problem
+        self.values = values
 
 
 class PromptTooComplexError(ValueError):
-    """The prompt's normalised form is too long to check in bounded time; the message is for the member."""
+    """The prompt's normalised form is too long to check in bounded time (the member is told by the
+    refusal it becomes, `Refused.TOO_COMPLEX`)."""
 
     def __init__(self, length: int) -> None:
         self.length = length
-        super().__init__(
-            f"Your prompt is too long once its special characters are spelled out ({length} characters, the limit "
-            f"is {MAX_NORMALIZED_LENGTH}). Shorten it or use plainer characters."
-        )
+        super().__init__(f"prompt too long once normalised: {length} characters, over {MAX_NORMALIZED_LENGTH}")
 
 
 @dataclass(frozen=True)
@@ -223,42 +227,30 @@ def _compile_regex(text: str) -> _Regex:
             return regex
         error = "pattern too large"
     if error.startswith("pattern too large"):
-        raise InvalidTermError(
-            f"That regular expression is too big: a server's regular expressions together may compile to "
-            f"{REGEX_BUDGET} RE2 instructions, which keeps every check fast, and this one needs more. Counted "
-            "repeats ({20}) and Unicode classes (\\pL is 1201) cost most: prompts are normalised, so [a-z] is enough."
-        )
+        raise InvalidTermError("too_big", budget=REGEX_BUDGET)
     for prefix, feature in _UNSUPPORTED:
         if re.match(prefix, error):
-            raise InvalidTermError(
-                f"That regular expression uses {feature}, which RE2 doesn't support (RE2 says: {error}). Blocked "
-                "terms run on RE2 so that no pattern can make checking a prompt slow: rewrite it without that."
-            )
-    raise InvalidTermError(f"That regular expression doesn't compile: {error}.")
+            raise InvalidTermError("unsupported", feature=feature, error=error)
+    raise InvalidTermError("no_compile", error=error)
 
 
 def compile_term(term: BlockedTerm) -> CompiledTerm:
     """What `TermMatcher` looks for for `term`; raises `InvalidTermError` if it is unusable."""
     text = term.text.strip()
     if not text:
-        raise InvalidTermError("A blocked term can't be empty.")
+        raise InvalidTermError("empty")
     if len(text) > MAX_TERM_LENGTH:
-        raise InvalidTermError(
-            f"A blocked term can be at most {MAX_TERM_LENGTH} characters (this one has {len(text)})."
-        )
+        raise InvalidTermError("too_long", limit=MAX_TERM_LENGTH, length=len(text))
     if term.regex:
         regex = _compile_regex(text)
         if any(match.start() == match.end() for probe in _EMPTY_MATCH_PROBES for match in regex.finditer(probe)):
-            raise InvalidTermError("That regular expression matches empty text, so it would block every prompt.")
+            raise InvalidTermError("empty_match")
         return CompiledTerm(term, text, regex=regex)
     normalized = normalize(text)
     if not normalized:
-        raise InvalidTermError("That term is only invisible characters or accents once normalised.")
+        raise InvalidTermError("invisible")
     if len(normalized) > MAX_TERM_LENGTH:
-        raise InvalidTermError(
-            f"A blocked term can be at most {MAX_TERM_LENGTH} characters once normalised (this one has "
-            f"{len(normalized)}: some of its characters stand for several letters)."
-        )
+        raise InvalidTermError("too_long_normalised", limit=MAX_TERM_LENGTH, length=len(normalized))
     body = f"{_GAP}+".join(re2.escape(_word_view(word)) for word in _BETWEEN_WORDS.split(normalized))
     return CompiledTerm(term, f"(?:^|{_GAP}){body}(?:{_GAP}|$)", compact=_SEPARATOR_RE.sub("", normalized))
 
@@ -284,11 +276,7 @@ def _regexes_cost(terms: Iterable[BlockedTerm]) -> int:
 def check_room(terms: Iterable[BlockedTerm], term: BlockedTerm) -> None:
     """Raises `InvalidTermError` if adding `term` would take the list's regexes over REGEX_BUDGET."""
     if term.regex and (total := _regexes_cost(terms) + _regexes_cost([term])) > REGEX_BUDGET:
-        raise InvalidTermError(
-            f"With this server's other regular expressions it would cost {total} of the {REGEX_BUDGET} RE2 "
-            "instructions a server's regular expressions may use, a cap that keeps every prompt check fast. Remove "
-            "or simplify one (see blocked-list): counted repeats and \\pL cost most."
-        )
+        raise InvalidTermError("over_budget", total=total, budget=REGEX_BUDGET)
 
 
 class _PatternSet:
@@ -331,7 +319,7 @@ class TermMatcher:
             try:
                 compiled = compile_term(term)
                 if compiled.regex is not None and cost + _cost(compiled.regex) > REGEX_BUDGET:
-                    raise InvalidTermError(f"the regular expressions before it use {cost} of {REGEX_BUDGET}")
+                    raise InvalidTermError("budget_used_before", cost=cost, budget=REGEX_BUDGET)
             except InvalidTermError as exc:
                 log.warning("Skipping blocked term %r (regex=%s): %s", term.text, term.regex, exc)
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from typing import Any
 
 from bot.jobs.model import TERMINAL, TRANSITIONS, InvalidTransitionError, JobRecord, JobState, NewJob
 from bot.limits import Usage, next_utc_midnight
+from bot.storage.batch import Batcher, distinct_runs
 
 S = JobState
 DAY = 86400.0
@@ -36,9 +38,15 @@ ACTIVE = tuple(s.value for s in JobState if s not in TERMINAL)
 RUNNING = (S.SUBMITTING.value, S.SUBMITTED.value)
 _TERMINAL = tuple(s.value for s in TERMINAL)
 # Columns a move may set besides the state.
-FIELDS = frozenset(
-    {"prediction_id", "message_id", "result_message_id", "submitted_at", "finished_at", "inference_ms", "outcome"}
-)
+FIELDS = {  # and their SQL types
+    "prediction_id": "TEXT",
+    "message_id": "BIGINT",
+    "result_message_id": "BIGINT",
+    "submitted_at": "DOUBLE PRECISION",
+    "finished_at": "DOUBLE PRECISION",
+    "inference_ms": "BIGINT",
+    "outcome": "TEXT",
+}
 # Wake-up channels: a job joined or left the line or a slot came free; a pushed result arrived;
 # a server's moderation settings changed (payload: the guild id).
 QUEUE, PUSH, SETTINGS = "imagine_queue", "imagine_push", "imagine_settings"
@@ -90,6 +98,8 @@ class Storage(abc.ABC):
         self.owner = owner or new_owner_id()
         self.lease_seconds = lease_seconds
         self._listeners: list[Listener] = []
+        self._creations = Batcher(self._create_jobs, name="job creations")
+        self._moves: dict[tuple[JobState, JobState | None, tuple[str, ...]], Batcher[Any, JobRecord | None]] = {}
 
     # -- what a backend supplies ------------------------------------------------------------------
     @abc.abstractmethod
@@ -149,32 +159,52 @@ class Storage(abc.ABC):
     # -- jobs ---------------------------------------------------------------------------------------
     async def create_job(self, job: NewJob) -> JobRecord:
         """Write a new queued job, owned by this process, with its place in the fair line: one round
-        after the member's previous job, never before the line's current round."""
-        values = self._job_values(job)
+        after the member's previous job, never before the line's current round. Jobs asked for at
+        the same moment are written by one statement (`bot.storage.batch`)."""
+        return await self._creations(job)
+
+    async def _create_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
+        """One INSERT per run of jobs from distinct members: a member's round is read (or, on
+        PostgreSQL, upserted) once per statement, so two of one member's jobs go in two."""
+        created: list[JobRecord] = []
+        for run in distinct_runs(jobs, key=lambda job: job.user_id):
+            created += await self._insert_jobs(run)
+        return created
+
+    async def _insert_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
+        """Jobs of distinct members, each a round after its member's last job."""
         tag = (
             f"(SELECT {self.GREATEST}(q.virtual_time, COALESCE((SELECT MAX(j.queue_tag) + 1 FROM jobs j "
             "WHERE j.user_id = ?), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
         )
-        return await self._insert_job(values, tag, (job.user_id,))
+        return await self._insert_rows(jobs, tag, lambda job: (job.user_id,))
 
-    async def _insert_job(
+    async def _insert_rows(
         self,
-        values: dict[str, object],
+        jobs: list[NewJob],
         tag: str,
-        tag_args: Sequence[object] = (),
+        tag_args: Callable[[NewJob], Sequence[object]],
         *,
         prefix: str = "",
         prefix_args: Sequence[object] = (),
-    ) -> JobRecord:
-        """The one INSERT of a job; `tag` is the SQL of its round, `prefix` a WITH clause it may use
-        (each with its own arguments, in the order they stand in the statement)."""
-        row = await self._one(
-            f"{prefix}INSERT INTO jobs ({', '.join(values)}, updated_at, lease_until, queue_tag) "
-            f"VALUES ({_marks(values)}, {self.NOW}, {self.NOW} + ?, {tag}) RETURNING *",
-            (*prefix_args, *values.values(), self.lease_seconds, *tag_args),
+    ) -> list[JobRecord]:
+        """The one INSERT of jobs; `tag` is the SQL of a job's round (with `tag_args(job)`), `prefix`
+        a WITH clause it may use (with its own arguments, in the order they stand in the statement)."""
+        if not jobs:
+            return []
+        rows = [self._job_values(job) for job in jobs]
+        columns = list(rows[0])
+        row = f"({_marks(columns)}, {self.NOW}, {self.NOW} + ?, {tag})"
+        args: list[object] = [*prefix_args]
+        for job, values in zip(jobs, rows, strict=True):
+            args += [*values.values(), self.lease_seconds, *tag_args(job)]
+        written = await self._rows(
+            f"{prefix}INSERT INTO jobs ({', '.join(columns)}, updated_at, lease_until, queue_tag) "
+            f"VALUES {', '.join([row] * len(jobs))} RETURNING *",
+            args,
         )
-        assert row is not None
-        return JobRecord.from_row(row)
+        by_interaction = {int(r["interaction_id"]): JobRecord.from_row(r) for r in written}
+        return [by_interaction[job.interaction_id] for job in jobs]
 
     def _job_values(self, job: NewJob) -> dict[str, object]:
         values: dict[str, object] = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
@@ -205,26 +235,53 @@ class Storage(abc.ABC):
     ) -> JobRecord:
         """Move a job to `to`, setting `fields`: the only statement that changes a job's state. It
         matches only a job in a state that may move to `to` (or only `only_from`, for verbs that
-        share a target state); a job that ends loses its interaction token and its lease."""
-        unknown = set(fields) - FIELDS
+        share a target state); a job that ends loses its interaction token and its lease. Moves of
+        one kind asked for at the same moment are one statement (`bot.storage.batch`)."""
+        unknown = set(fields) - FIELDS.keys()
         if unknown:
             raise ValueError(f"not a job field: {sorted(unknown)}")
+        names = tuple(sorted(fields))
+        kind = (to, only_from, names)
+        if (moves := self._moves.get(kind)) is None:
+            moves = self._moves[kind] = Batcher(
+                functools.partial(self._move_all, to, only_from, names), name=f"moves to {to.value}"
+            )
+        moved = await moves((job_id, detail or None, *(fields[name] for name in names)))
+        if moved is None:
+            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
+            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
+        return moved
+
+    async def _move_all(
+        self, to: JobState, only_from: JobState | None, names: tuple[str, ...], moves: list[tuple[Any, ...]]
+    ) -> list[JobRecord | None]:
+        """One UPDATE per run of distinct jobs; each move is (job id, detail, *values of `names`).
+        None for a job that was not in a state that may move to `to`."""
+        moved: list[JobRecord | None] = []
+        for run in distinct_runs(moves, key=lambda move: move[0]):
+            by_id = await self._update_jobs(to, only_from, names, run)
+            moved += [by_id.get(int(move[0])) for move in run]
+        return moved
+
+    async def _update_jobs(
+        self, to: JobState, only_from: JobState | None, names: tuple[str, ...], moves: list[tuple[Any, ...]]
+    ) -> dict[int, JobRecord]:
         sources = [state.value for state, targets in TRANSITIONS.items() if to in targets]
         if only_from is not None:
             sources = [s for s in sources if s == only_from.value]
-        values: dict[str, object] = {**fields, "state": to.value, "last_detail": detail or None}
+        # Each move's values are a row of a table `m`, typed: PostgreSQL cannot guess a type there.
+        types = ("BIGINT", "TEXT", *(FIELDS[name] for name in names))
+        row = "(" + ", ".join(f"CAST(? AS {kind})" for kind in types) + ")"
+        assignments = [f"{name} = (SELECT m.{name} FROM m WHERE m.id = jobs.id)" for name in ("last_detail", *names)]
         if to in TERMINAL:
-            values.update(interaction_token=None, owner=None)
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        row = await self._one(
-            f"UPDATE jobs SET {assignments}, updated_at = {self.NOW} WHERE id = ? AND state IN ({_marks(sources)}) "
-            "RETURNING *",
-            (*values.values(), job_id, *sources),
+            assignments += ["interaction_token = NULL", "owner = NULL"]
+        rows = await self._rows(
+            f"WITH m (id, {', '.join(('last_detail', *names))}) AS (VALUES {', '.join([row] * len(moves))}) "
+            f"UPDATE jobs SET state = ?, {', '.join(assignments)}, updated_at = {self.NOW} "
+            f"WHERE id IN (SELECT m.id FROM m) AND state IN ({_marks(sources)}) RETURNING *",
+            (*(value for move in moves for value in move), to.value, *sources),
         )
-        if row is None:
-            current = await self.get_job(job_id)  # raises KeyError for a job that doesn't exist
-            raise InvalidTransitionError(f"job {job_id}: {current.state} -> {to} is not a transition")
-        return JobRecord.from_row(row)
+        return {int(r["id"]): JobRecord.from_row(r) for r in rows}
 
     async def record_placeholder(
         self, job_id: int, message_id: int | None, *, detail: str = "placeholder posted"

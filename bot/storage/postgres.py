@@ -22,6 +22,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from bot.jobs.model import JobRecord, NewJob
 from bot.storage.base import PUSH, QUEUE, SETTINGS, Storage
+from bot.storage.batch import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,11 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO member_rounds (user_id, last_tag)
         SELECT user_id, MAX(queue_tag) FROM jobs WHERE queue_tag IS NOT NULL GROUP BY user_id;
     """,
+    # v3: each job speaks its requester's language, and the channel its server's, after a restart too.
+    """
+    ALTER TABLE jobs ADD COLUMN locale text NOT NULL DEFAULT 'en-US';
+    ALTER TABLE jobs ADD COLUMN guild_locale text;
+    """,
 )
 # Where the version lives: outside MIGRATIONS, since it has to exist before the first one runs.
 VERSION_TABLE = (
@@ -193,6 +199,7 @@ class PostgresStorage(Storage):
         self._transaction: ContextVar[Pooled | None] = ContextVar(f"claim-{id(self)}", default=None)
         self._listener: Connection | None = None
         self._listening: asyncio.Task[None] | None = None
+        self._notifications = Batcher(self._send_notifications, name="wake-ups")
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 30, **options: Any) -> PostgresStorage:
@@ -226,17 +233,24 @@ class PostgresStorage(Storage):
     async def _run(self, sql: str, args: Sequence[object] = ()) -> int:
         return _changed(await self._on().execute(_numbered(sql), *args))
 
-    async def create_job(self, job: NewJob) -> JobRecord:
-        """Base's insert, with the member's round taken by an upsert in the same statement: two of
+    async def _insert_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
+        """Base's insert, with each member's round taken by an upsert in the same statement: two of
         a member's commands arriving at once (on two connections, or two processes) would
-        otherwise both read the same last round, and the member would get two turns in one."""
+        otherwise both read the same last round, and the member would get two turns in one. The
+        jobs are of distinct members (base splits them), as one upsert may touch a row only once."""
+        members = ", ".join(["(CAST(? AS BIGINT))"] * len(jobs))
         rounds = (
             "WITH tag AS (INSERT INTO member_rounds (user_id, last_tag) "
-            "SELECT ?, virtual_time FROM queue_state WHERE id = 1 ON CONFLICT (user_id) DO UPDATE "
-            "SET last_tag = GREATEST(member_rounds.last_tag + 1, EXCLUDED.last_tag) RETURNING last_tag) "
+            f"SELECT m.user_id, q.virtual_time FROM queue_state q, (VALUES {members}) AS m (user_id) "
+            "WHERE q.id = 1 ON CONFLICT (user_id) DO UPDATE "
+            "SET last_tag = GREATEST(member_rounds.last_tag + 1, EXCLUDED.last_tag) RETURNING user_id, last_tag) "
         )
-        return await self._insert_job(
-            self._job_values(job), "(SELECT last_tag FROM tag)", prefix=rounds, prefix_args=(job.user_id,)
+        return await self._insert_rows(
+            jobs,
+            "(SELECT last_tag FROM tag WHERE tag.user_id = ?)",
+            lambda job: (job.user_id,),
+            prefix=rounds,
+            prefix_args=[job.user_id for job in jobs],
         )
 
     async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
@@ -280,7 +294,18 @@ class PostgresStorage(Storage):
 
     # -- wake-ups -----------------------------------------------------------------------------------
     async def notify(self, channel: str, payload: str = "") -> None:
-        await self._pool.execute("SELECT pg_notify($1, $2)", channel, payload)
+        await self._notifications((channel, payload))
+
+    async def _send_notifications(self, asked: list[tuple[str, str]]) -> list[None]:
+        """Wake-ups asked for at the same moment, each distinct one once, in one statement (a burst
+        of commands would otherwise send one `pg_notify` per job)."""
+        distinct = list(dict.fromkeys(asked))
+        pairs = ", ".join(["(CAST(? AS TEXT), CAST(? AS TEXT))"] * len(distinct))
+        await self._run(
+            f"SELECT pg_notify(n.channel, n.payload) FROM (VALUES {pairs}) AS n (channel, payload)",
+            [value for pair in distinct for value in pair],
+        )
+        return [None] * len(asked)
 
     async def _listen(self) -> Connection:
         """A connection of its own (a pooled one would be handed to others) listening on every channel."""

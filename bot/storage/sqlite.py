@@ -126,6 +126,11 @@ MIGRATIONS: tuple[str, ...] = (
         received_at   REAL NOT NULL
     );
     """,
+    # v8: each job speaks its requester's language, and the channel its server's, after a restart too.
+    """
+    ALTER TABLE jobs ADD COLUMN locale TEXT NOT NULL DEFAULT 'en-US';
+    ALTER TABLE jobs ADD COLUMN guild_locale TEXT;
+    """,
 )
 
 

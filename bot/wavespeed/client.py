@@ -22,6 +22,7 @@ import aiohttp
 from pydantic import SecretStr, ValidationError
 
 from bot.images import sniff_image_type
+from bot.metrics import NOOP, Endpoint, Metrics
 from bot.wavespeed.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -90,8 +91,10 @@ class WaveSpeedClient:
         webhook_url: str | None = None,
         push_poll_interval: float = 10.0,
         sync_mode: bool = False,
+        metrics: Metrics = NOOP,
     ) -> None:
         self._session = session
+        self._metrics = metrics
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self._request_timeout = request_timeout
@@ -123,6 +126,7 @@ class WaveSpeedClient:
     ) -> Any:
         headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
         client_timeout = aiohttp.ClientTimeout(total=seconds, connect=min(seconds, 10.0))
+        endpoint = _endpoint(path)
         try:
             async with self._session.request(
                 method, self._base_url + path, json=payload, headers=headers, timeout=client_timeout, params=params
@@ -130,13 +134,17 @@ class WaveSpeedClient:
                 status, body = response.status, await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
+            self._metrics.wavespeed_request(endpoint, "error")
             raise ConnectionFailedError(
                 f"could not connect to WaveSpeed ({type(error).__name__})", sent=False
             ) from None
         except TimeoutError:
+            self._metrics.wavespeed_request(endpoint, "timeout")
             raise RequestTimeoutError(f"WaveSpeed did not answer within {seconds:.0f} s", sent=True) from None
         except aiohttp.ClientError as error:
+            self._metrics.wavespeed_request(endpoint, "error")
             raise ConnectionFailedError(f"connection to WaveSpeed broke ({type(error).__name__})", sent=True) from None
+        self._metrics.wavespeed_request(endpoint, status)
         return self._unwrap(status, body, retry_after)
 
     def _unwrap(self, status: int, body: bytes, retry_after: float | None) -> Any:
@@ -221,6 +229,14 @@ class WaveSpeedClient:
         if prediction.id != prediction_id:
             raise MalformedResponseError("WaveSpeed answered about a different prediction", prediction_id=prediction_id)
         return prediction
+
+    async def balance(self, *, seconds: float | None = None) -> float:
+        """The account's balance in US dollars (`GET /api/v3/balance`). Raises a WaveSpeedError."""
+        data = await self._request("GET", "/api/v3/balance", seconds=seconds or self._request_timeout)
+        value = data.get("balance") if isinstance(data, dict) else None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise MalformedResponseError("WaveSpeed's balance answer has no balance in it")
+        return float(value)
 
     def push(self, prediction: Prediction) -> None:
         """A prediction WaveSpeed posted to the webhook (signature already checked)."""
@@ -357,6 +373,7 @@ class WaveSpeedClient:
         timeout = aiohttp.ClientTimeout(total=self._request_timeout * 2, connect=10.0)
         try:
             async with self._session.get(url, timeout=timeout) as response:
+                self._metrics.wavespeed_request("download", response.status)
                 if response.status >= 500:
                     raise ServerError(f"output download failed (HTTP {response.status})", status=response.status)
                 if response.status != 200:
@@ -370,8 +387,10 @@ class WaveSpeedClient:
                         raise OutputTooLargeError("the output is larger than the download cap", url=url)
                 content_type = response.content_type
         except TimeoutError:
+            self._metrics.wavespeed_request("download", "timeout")
             raise ConnectionFailedError("output download timed out", sent=True) from None
         except aiohttp.ClientError as error:
+            self._metrics.wavespeed_request("download", "error")
             raise ConnectionFailedError(f"output download failed ({type(error).__name__})", sent=True) from None
         extension = sniff_image_type(bytes(data[:16])) or _extension_from_content_type(content_type)
         if extension is None:
@@ -384,6 +403,15 @@ class WaveSpeedClient:
             return Prediction.model_validate(data)
         except ValidationError:
             raise MalformedResponseError("WaveSpeed's answer has no valid prediction in it") from None
+
+
+def _endpoint(path: str) -> Endpoint:
+    """Which endpoint a request path is, for the metrics (never the path itself: it holds ids)."""
+    if path.startswith("/api/v3/predictions/"):
+        return "result"
+    if path == "/api/v3/balance":
+        return "balance"
+    return "submit"
 
 
 def _extension_from_content_type(content_type: str) -> str | None:

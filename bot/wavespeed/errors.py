@@ -1,8 +1,8 @@
 """One exception tree for everything that can go wrong talking to WaveSpeed.
 
 No exception here carries a header, a URL with credentials or the API key: the messages are safe to
-log and to show. `user_message` is what a Discord member reads; `retryable` says whether trying the
-same request again later can help.
+log. `reason` names the failure for the member (the presenter turns it into words in the member's
+language, `bot.i18n`); `retryable` says whether trying the same request again later can help.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 class WaveSpeedError(Exception):
     """Base of every WaveSpeed failure."""
 
-    user_message = "The image service had a problem."
+    reason = "wavespeed"
     retryable = True
     # True only when WaveSpeed clearly refused a request, so a submit that raised it created no
     # task and bills nothing. Anything else raised by a submit may have created one.
@@ -25,7 +25,7 @@ class WaveSpeedError(Exception):
 class AuthenticationError(WaveSpeedError):
     """401 or 403: the key is wrong, not activated, or the account is suspended."""
 
-    user_message = "The bot's WaveSpeed API key was refused. The bot's host needs to check it."
+    reason = "auth"
     retryable = False
     nothing_created = True
 
@@ -33,7 +33,7 @@ class AuthenticationError(WaveSpeedError):
 class RateLimitedError(WaveSpeedError):
     """429: the account's rate or concurrency limit."""
 
-    user_message = "The image service is busy (rate limited). Try again in a minute."
+    reason = "rate_limited"
     nothing_created = True
 
     def __init__(self, message: str, *, retry_after: float | None, prediction_id: str | None = None) -> None:
@@ -44,7 +44,7 @@ class RateLimitedError(WaveSpeedError):
 class ServerError(WaveSpeedError):
     """A 5xx, or a 200 envelope whose `code` says the server failed."""
 
-    user_message = "The image service had an internal error. Try again in a moment."
+    reason = "server"
 
     def __init__(self, message: str, *, status: int, prediction_id: str | None = None) -> None:
         super().__init__(message, prediction_id=prediction_id)
@@ -56,7 +56,7 @@ class InvalidRequestError(WaveSpeedError):
     answer was WaveSpeed's own JSON envelope with its error code (a clear refusal); a bare 4xx
     (from a proxy, say) proves nothing about whether a task was created."""
 
-    user_message = "The image service refused these options."
+    reason = "invalid"
     retryable = False
 
     def __init__(self, message: str, *, enveloped: bool = True, prediction_id: str | None = None) -> None:
@@ -67,7 +67,7 @@ class InvalidRequestError(WaveSpeedError):
 class ConnectionFailedError(WaveSpeedError):
     """The connection could not be made or broke. `sent` says whether the request may have arrived."""
 
-    user_message = "The bot could not reach the image service. Try again in a moment."
+    reason = "connection"
 
     def __init__(self, message: str, *, sent: bool, prediction_id: str | None = None) -> None:
         super().__init__(message, prediction_id=prediction_id)
@@ -78,13 +78,13 @@ class ConnectionFailedError(WaveSpeedError):
 class RequestTimeoutError(ConnectionFailedError):
     """No answer in time. The request was sent, so the API may have acted on it."""
 
-    user_message = "The image service did not answer in time."
+    reason = "timeout"
 
 
 class MalformedResponseError(WaveSpeedError):
     """The body was not the documented JSON envelope."""
 
-    user_message = "The image service sent an answer the bot could not read."
+    reason = "malformed"
 
 
 class PredictionFailedError(WaveSpeedError):
@@ -98,24 +98,21 @@ class PredictionFailedError(WaveSpeedError):
         self.retryable = code is None or not 1000 <= code < 2000
 
     @property
-    def user_message(self) -> str:  # type: ignore[override]
+    def reason(self) -> str:  # type: ignore[override]
         if self.code == 1200:
-            return "The image service's safety checker blocked this prompt. Try rewording it."
+            return "moderated"
         if self.code == 1402:
-            return (
-                "The image service couldn't fetch the image to edit: its link may have expired. "
-                "Run /imagine-edit with the image attached, or press Edit on a newer result."
-            )
-        return f"The image service could not make this image ({self.status}): {self}"
+            return "source_unreachable"
+        return "prediction_failed"
 
 
 class JobTimeoutError(WaveSpeedError):
     """The prediction did not finish before the job's deadline."""
 
-    user_message = "The image took too long and the bot stopped waiting."
+    reason = "job_timeout"
 
 
 class OutputError(WaveSpeedError):
     """A finished prediction whose outputs can't be used: none, too large, or not an image."""
 
-    user_message = "The image service finished but its images could not be fetched."
+    reason = "output"

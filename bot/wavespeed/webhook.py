@@ -140,9 +140,38 @@ class WebhookVerifier:
         return len(self._seen)
 
 
+class WebhookReceiver:
+    """The webhook route's handler: verified predictions go to `deliver` (recorded in the database
+    for whichever process runs the job). `mount` adds it to an Application (the bot's one HTTP
+    server, `bot.ops.server`), which must cap bodies at `MAX_BODY`."""
+
+    def __init__(self, deliver: Callable[[Prediction], Awaitable[None]], secret: SecretStr | str) -> None:
+        plain = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        self._deliver, self.verifier = deliver, WebhookVerifier(plain)
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_post(PATH, self.receive)
+
+    async def receive(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self.verifier.verify(request.headers, body)
+        except WebhookVerificationError as refusal:
+            shown = repr(refusal.webhook_id[:80]) if refusal.webhook_id else "none"
+            log.warning("refused a WaveSpeed webhook call (%s: %s); webhook-id %s", refusal.reason, refusal, shown)
+            return web.Response(status=refusal.status, text=refusal.reason)
+        try:
+            prediction = Prediction.model_validate_json(body)
+        except ValidationError:
+            log.warning("refused a WaveSpeed webhook call: the body is not a prediction")
+            return web.Response(status=400, text="not a prediction")
+        await self._deliver(prediction)
+        return web.Response(status=200, text="ok")
+
+
 class WebhookServer:
-    """The webhook route on a `GuardedHTTPServer`; verified predictions go to `deliver` (recorded in
-    the database for whichever process runs the job). The limits are `GuardedHTTPServer`'s, with its defaults."""
+    """The webhook route alone on a `GuardedHTTPServer` of its own (the tests of the receiver; the
+    bot serves it beside its other routes). The limits are `GuardedHTTPServer`'s, with its defaults."""
 
     def __init__(
         self,
@@ -156,10 +185,10 @@ class WebhookServer:
         max_connections: int = 256,
         max_body: int = MAX_BODY,
     ) -> None:
-        plain = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        self._deliver, self.verifier = deliver, WebhookVerifier(plain)
-        self.app = web.Application(client_max_size=max_body)  # more routes may join before start()
-        self.app.router.add_post(PATH, self._receive)
+        self.receiver = WebhookReceiver(deliver, secret)
+        self.verifier = self.receiver.verifier
+        self.app = web.Application(client_max_size=max_body)
+        self.receiver.mount(self.app)
         self.http = GuardedHTTPServer(
             self.app,
             host=host,
@@ -176,19 +205,3 @@ class WebhookServer:
 
     async def close(self) -> None:
         await self.http.close()
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            self.verifier.verify(request.headers, body)
-        except WebhookVerificationError as refusal:
-            shown = repr(refusal.webhook_id[:80]) if refusal.webhook_id else "none"
-            log.warning("refused a WaveSpeed webhook call (%s: %s); webhook-id %s", refusal.reason, refusal, shown)
-            return web.Response(status=refusal.status, text=refusal.reason)
-        try:
-            prediction = Prediction.model_validate_json(body)
-        except ValidationError:
-            log.warning("refused a WaveSpeed webhook call: the body is not a prediction")
-            return web.Response(status=400, text="not a prediction")
-        await self._deliver(prediction)
-        return web.Response(status=200, text="ok")

@@ -72,6 +72,10 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self.forbidden_channels: set[int] = set()
         self.nsfw_channels: set[int] = set()  # age-restricted; a test may take one out (the flag removed)
         self.unreadable_channels: set[int] = set()  # GET /channels/{id} answers 403 Missing Access
+        # The servers the bot is in, each with the permissions of the bot's role there (GET /guilds/{id}
+        # and its members); any other server answers 403 Missing Access, as Discord does to a stranger.
+        self.bot_guilds: dict[int, int] = {DEFAULT_GUILD_ID: p.APP_PERMISSIONS}
+        self.no_commands_scope: set[int] = set()  # invited without applications.commands
         self._interactions: dict[str, InteractionState] = {}  # by token
         self._channel_posts: dict[int, list[int]] = {}
         self._dm_channels: dict[int, dict[str, Any]] = {}  # by recipient id
@@ -87,6 +91,9 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/users/@me", self._get_me),
             ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/applications/@me", self._get_application),
+            ("GET", "/guilds/{guild}", self._get_guild),
+            ("GET", "/guilds/{guild}/members/{user}", self._get_member),
             ("GET", "/gateway", self._get_gateway),
             ("GET", "/gateway/bot", self._get_gateway),
             ("PUT", app_ + "/commands", self._put_commands),
@@ -109,12 +116,13 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
 
     # -- lifecycle and addresses ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1 at `port` (0: a free one; a test may name one a bot already tries)."""
         app = web.Application(client_max_size=64 * p.MiB)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._api)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{channel}/{attachment}/{filename}", self._download)
-        self._runner, self._port = await serve_on_loopback(app)
+        self._runner, self._port = await serve_on_loopback(app, port)
 
     async def close(self) -> None:
         self._released.set()
@@ -150,8 +158,11 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         attachment_size_limit: int = 10 * p.MiB,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
-        """A realistic slash-command interaction; its token is known to the webhook routes from now on."""
+        """A realistic slash-command interaction; its token is known to the webhook routes from now on.
+        `locale` is the member's client language, `guild_locale` the server's."""
         synced = next(
             (c for c in self.commands.get(guild_id, []) + self.commands.get(None, []) if c["name"] == name), None
         )
@@ -163,7 +174,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         return self._build(
             2, command, user_id=user_id, guild_id=guild_id, channel_id=channel_id, channel_nsfw=channel_nsfw,
             created_at=created_at, attachment_size_limit=attachment_size_limit,
-            member_permissions=member_permissions, roles=roles,
+            member_permissions=member_permissions, roles=roles, locale=locale, guild_locale=guild_locale,
         )  # fmt: skip
 
     def component_interaction(
@@ -178,6 +189,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         values: list[str] | None = None,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
         """A click on the button `custom_id` (`component_type` 2), or `values` chosen in a select (3; 5-8
         for user/role/mentionable/channel selects), on `message`: a dict of `fake.messages` or its id.
@@ -187,7 +200,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         return self._build(
             3, data, message=message, user_id=user_id, guild_id=guild_id,
             channel_id=int(message["channel_id"]) if channel_id is None else channel_id,
-            member_permissions=member_permissions, roles=roles,
+            member_permissions=member_permissions, roles=roles, locale=locale, guild_locale=guild_locale,
         )  # fmt: skip
 
     def modal_submit(
@@ -201,6 +214,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         channel_id: int | None = None,
         member_permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] | None = None,
+        locale: str = "en-US",
+        guild_locale: str = "en-US",
     ) -> dict[str, Any]:
         """The modal `custom_id` submitted with `fields` (text input custom_id -> value); give `message` when
         the modal was opened from a component on it. The interaction that showed the last modal with this
@@ -209,7 +224,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             channel_id = int(message["channel_id"]) if message is not None else DEFAULT_CHANNEL_ID
         payload = self._build(
             5, p.modal_submit_data(custom_id, fields), message=message, user_id=user_id, guild_id=guild_id,
-            channel_id=channel_id, member_permissions=member_permissions, roles=roles,
+            channel_id=channel_id, member_permissions=member_permissions, roles=roles, locale=locale,
+            guild_locale=guild_locale,
         )  # fmt: skip
         shown = next((m for m in reversed(self.modals) if m["custom_id"] == custom_id), None)
         self._interactions[payload["token"]].trigger = self._interactions.get(shown["token"]) if shown else None
@@ -219,6 +235,7 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self, kind: int, data: dict[str, Any], *, user_id: int, guild_id: int | None, channel_id: int,
         member_permissions: int, roles: list[int] | None, message: dict[str, Any] | None = None,
         channel_nsfw: bool = False, created_at: datetime | None = None, attachment_size_limit: int = 10 * p.MiB,
+        locale: str = "en-US", guild_locale: str = "en-US",
     ) -> dict[str, Any]:  # fmt: skip
         """An interaction of type `kind` with `data`, registered (its token known to the routes)."""
         app_permissions = p.APP_PERMISSIONS
@@ -241,6 +258,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             app_permissions=app_permissions,
             roles=roles or [],
             message=copy.deepcopy(message),  # as it is now, whatever happens to it later
+            locale=locale,
+            guild_locale=guild_locale,
         )
         self._register(payload)
         return payload
@@ -373,7 +392,29 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
     def _scope(self, call: Call) -> int | None:
         if call.args["app"] != str(self.application_id):
             raise ApiError(403, 50001, "Missing Access")
-        return int(call.args["guild"]) if "guild" in call.args else None
+        guild = int(call.args["guild"]) if "guild" in call.args else None
+        if guild in self.no_commands_scope:
+            raise ApiError(403, 50001, "Missing Access")
+        return guild
+
+    def guild(self, guild_id: int) -> dict[str, Any]:
+        """The server as `GET /guilds/{id}` shows it: @everyone may do nothing, the bot's role what
+        `bot_guilds` says. ApiError 403 when the bot is not in it."""
+        if guild_id not in self.bot_guilds:
+            raise ApiError(403, 50001, "Missing Access")
+        roles = {guild_id: 0, guild_id + 1: self.bot_guilds[guild_id]}
+        return p.guild_payload(guild_id, owner_id=DEFAULT_USER_ID + 1, roles=roles)
+
+    async def _get_guild(self, call: Call) -> web.Response:
+        return self._json(self.guild(int(call.args["guild"])))
+
+    async def _get_member(self, call: Call) -> web.Response:
+        guild_id = int(call.args["guild"])
+        self.guild(guild_id)  # 403 for a stranger
+        if call.args["user"] != str(self.bot_user_id):
+            raise ApiError(404, 10007, "Unknown Member")
+        bot = p.user_payload(self.bot_user_id, self.bot_name, bot=True)
+        return self._json(p.member_payload(bot, [guild_id + 1]))
 
     async def _put_commands(self, call: Call) -> web.Response:
         guild = self._scope(call)

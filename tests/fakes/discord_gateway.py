@@ -31,6 +31,8 @@ class FakeGatewayMixin:
 
     def _init_gateway(self) -> None:
         self.identified = asyncio.Event()
+        self.identifying = asyncio.Event()  # an IDENTIFY arrived (READY follows unless held)
+        self.hold_ready: asyncio.Event | None = None  # when set to an unset event, READY waits for it
         self.identify_count = 0
         self.gateway_received: list[dict[str, Any]] = []  # every payload a client sent, in order
         self._sockets: set[web.WebSocketResponse] = set()
@@ -121,6 +123,9 @@ class FakeGatewayMixin:
             if not isinstance(data, dict) or data.get("token") != self.token:
                 await ws.close(code=4004, message=b"Authentication failed.")
                 return False
+            self.identifying.set()
+            if self.hold_ready is not None:
+                await self.hold_ready.wait()
             self._sequence[ws] = 0
             shard = data.get("shard") or [0, 1]
             await self._send(ws, op=0, t="READY", d=self._ready((int(shard[0]), int(shard[1]))))

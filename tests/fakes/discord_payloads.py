@@ -126,6 +126,34 @@ def application_payload(application_id: int, bot: dict[str, Any], *, owner_id: i
     }  # fmt: skip
 
 
+def guild_payload(guild_id: int, *, owner_id: int, roles: dict[int, int]) -> dict[str, Any]:
+    """`GET /guilds/{id}` (and enough for a GUILD_CREATE): `roles` maps role ids to permission bits;
+    the guild's own id is its @everyone role."""
+    role_list = [
+        {"id": str(role), "name": "@everyone" if role == guild_id else f"role-{str(role)[-4:]}", "color": 0,
+         "hoist": False, "icon": None, "unicode_emoji": None, "position": 0 if role == guild_id else 1,
+         "permissions": str(bits), "managed": role != guild_id, "mentionable": False, "flags": 0}
+        for role, bits in roles.items()
+    ]  # fmt: skip
+    return {
+        "id": str(guild_id), "name": f"guild-{str(guild_id)[-4:]}", "icon": None, "splash": None,
+        "discovery_splash": None, "owner_id": str(owner_id), "afk_channel_id": None, "afk_timeout": 300,
+        "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
+        "roles": role_list, "emojis": [], "stickers": [], "features": [], "mfa_level": 0, "application_id": None,
+        "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None, "vanity_url_code": None,
+        "description": None, "banner": None, "premium_tier": 0, "preferred_locale": "en-US",
+        "public_updates_channel_id": None, "nsfw_level": 0, "premium_progress_bar_enabled": False,
+    }  # fmt: skip
+
+
+def member_payload(user: dict[str, Any], roles: list[int]) -> dict[str, Any]:
+    """`GET /guilds/{id}/members/{user id}`."""
+    return {
+        "user": user, "nick": None, "avatar": None, "roles": [str(r) for r in roles], "joined_at": now_iso(),
+        "premium_since": None, "deaf": False, "mute": False, "flags": 0, "pending": False,
+    }  # fmt: skip
+
+
 def dm_channel_payload(channel_id: int, recipient: dict[str, Any]) -> dict[str, Any]:
     return {"id": str(channel_id), "type": 1, "last_message_id": None, "flags": 0, "recipients": [recipient]}
 
@@ -152,6 +180,8 @@ def interaction_payload(
     app_permissions: int,
     roles: list[int],
     message: dict[str, Any] | None = None,
+    locale: str = "en-US",
+    guild_locale: str = "en-US",
 ) -> dict[str, Any]:
     """An interaction of type `kind` (2 command, 3 component, 5 modal submit) in a guild text channel,
     or in the bot's DM if no guild; `message` is the message a component (or its modal) is on."""
@@ -164,7 +194,7 @@ def interaction_payload(
         "token": token,
         "version": 1,
         "app_permissions": str(app_permissions),
-        "locale": "en-US",
+        "locale": locale,
         "entitlements": [],
         "entitlement_sku_ids": [],
         "attachment_size_limit": attachment_size_limit,
@@ -195,8 +225,8 @@ def interaction_payload(
     }
     payload.update(
         guild_id=str(guild_id),
-        guild={"id": str(guild_id), "locale": "en-US", "features": []},
-        guild_locale="en-US",
+        guild={"id": str(guild_id), "locale": guild_locale, "features": []},
+        guild_locale=guild_locale,
         member=member,
         channel=text_channel_payload(channel_id, guild_id, nsfw=channel_nsfw, permissions=member_permissions),
         context=0,

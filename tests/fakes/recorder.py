@@ -97,9 +97,9 @@ def any_secret_in(requests: RequestLog | list[Recorded], *secrets: str) -> list[
     return [f"{r.method} {r.path}" for r in requests if any(s and s in r.text() for s in secrets)]
 
 
-async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
-    """Serve `app` on 127.0.0.1 at a free port; returns the runner (to clean up) and the port."""
+async def serve_on_loopback(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `app` on 127.0.0.1 at `port` (0: a free one); returns the runner (to clean up) and the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, runner.addresses[0][1]

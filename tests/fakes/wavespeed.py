@@ -141,6 +141,8 @@ class FakeWaveSpeed:
         self.rng = random.Random(SEED)
         # What `GET /api/v3/webhook/secret` returns: the HMAC key is what follows `whsec_`.
         self.webhook_secret = "whsec_dGVzdC13ZWJob29rLWtleQ"
+        self.balance: float = 100.0  # what `GET /api/v3/balance` answers, in US dollars
+        self.balance_responses: list[Scripted] = []  # consumed one per balance read, before the real answer
         self.webhooks_sent: list[tuple[str, int]] = []  # (prediction id, the receiver's answer)
         self.webhook_posts: list[tuple[str, dict[str, str], bytes]] = []  # (url, headers, body) as sent
         self._pushers: set[asyncio.Task[None]] = set()
@@ -151,6 +153,7 @@ class FakeWaveSpeed:
     async def start(self) -> None:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/api/v3/predictions/{id}/result", self._result)
+        app.router.add_get("/api/v3/balance", self._balance)
         app.router.add_post("/api/v3/{model:.+}", self._submit)
         app.router.add_get("/cdn/predictions/{id}/{name}", self._download)
         self._runner, self._port = await serve_on_loopback(app)
@@ -288,6 +291,18 @@ class FakeWaveSpeed:
             return json_response(envelope(None, 404, "prediction not found"), 404)
         await self._record(request, body, 200)
         return json_response(envelope(self._data(prediction)))
+
+    async def _balance(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            await self._record(request, b"", 401)
+            return json_response(envelope(None, 401, "Unauthorized: invalid API key"), 401)
+        if self.balance_responses:
+            return await self._scripted(request, b"", self.balance_responses.pop(0), self.scenario)
+        await self._record(request, b"", 200)
+        return json_response(envelope({"balance": self.balance}))
+
+    def balance_reads(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path == "/api/v3/balance"]
 
     async def _push(self, prediction: FakePrediction, url: str) -> None:
         """At the end of the prediction, POST it to the submit's `webhook`, signed as WaveSpeed signs."""

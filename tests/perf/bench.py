@@ -36,8 +36,10 @@ Every figure comes from the fakes' own records, on one clock (this process's mon
   included), read from that process's own log file;
 - peak RSS: each bot process's VmHWM from /proc (the largest, then each);
 - in flight: the most predictions the fake WaveSpeed held at one moment, against MAX_CONCURRENT_JOBS;
-- takeover (cluster): from the kill (SIGSTOP, its jobs read, SIGKILL) to the delivery of the last job
-  the killed process owned;
+- takeover (cluster): from the kill (SIGSTOP, its jobs read, SIGKILL) until every job the killed
+  process owned has another owner and every one it had started is delivered (its waiting jobs then
+  start in their turn; their last delivery is reported beside it);
+- burst: where the CPU went while the measured commands were being answered (tests/perf/cluster.py);
 - the machine (tests/perf/machine.py): each row's 1-minute load average at start and end, and the
   cores kept busy by the harness (the fakes), the client measured (the bots, or the SDK's process)
   and everyone else.
@@ -65,6 +67,7 @@ from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import SEED, FakePrediction, FakeWaveSpeed, Scenario
 from tests.perf.cluster import (
     LEASE_SECONDS,
+    BurstCost,
     Deliveries,
     bot_env,
     fresh_database,
@@ -154,8 +157,12 @@ async def bench_bot(
         measured_from = time.monotonic()
         harness.start()
         payloads = interactions(discord_fake, jobs, "bench job", 1310000000000001000, guilds)
+        burst = BurstCost.start([bot.process.pid for bot in bots if bot.process is not None])
+        before = len(discord_fake.requests)  # the warm-up's answers are not the burst's
         for payload in payloads:
             await discord_fake.dispatch_interaction(payload)
+        await burst.until_answered(discord_fake, jobs, timeout=30 + jobs * 0.01, since=before)
+        figures.burst = burst
         deliveries = Deliveries(discord_fake, {int(p["id"]): p["token"] for p in payloads}, database)
         deadline = time.monotonic() + 120 + jobs * 0.2
         if backend == "cluster":  # kill the last process once a third of the jobs ended (delivered or failed)
@@ -166,6 +173,8 @@ async def bench_bot(
             figures.load.bot(victim.process.pid)
             figures.takeover = await kill_owner(victim, database)
         await deliveries.until(jobs, timeout=max(1.0, deadline - time.monotonic()))
+        if figures.takeover is not None:  # while its database still exists
+            await figures.takeover.measure(deliveries)
         for i, bot in enumerate(bots):
             if bot.process is not None:
                 rss[i] = peak_rss_mb(bot.process.pid)
@@ -181,8 +190,6 @@ async def bench_bot(
     rates(figures, wavespeed, since=measured_from)
     tally(figures, payloads, discord_fake, wavespeed)
     record_polls(rowdir / "predictions.json", measured, wavespeed)
-    if figures.takeover is not None:
-        figures.takeover.measure(deliveries)
     return figures
 
 
@@ -205,7 +212,7 @@ def record_polls(path: Path, predictions: list[FakePrediction], wavespeed: FakeW
 def rates(figures: Figures, wavespeed: FakeWaveSpeed, *, since: float = 0.0) -> None:
     """The peak request rates the fake WaveSpeed saw from `since` on (1 s sliding window)."""
     api = [r for r in wavespeed.requests if r.at >= since and r.path.startswith("/api/")]
-    figures.peak_polls_per_s = peak_rate(r.at for r in api if r.method == "GET")
+    figures.peak_polls_per_s = peak_rate(r.at for r in api if r.path.endswith("/result"))
     figures.peak_requests_per_s = peak_rate(r.at for r in api)
 
 
@@ -359,6 +366,8 @@ async def main() -> None:
                             print(f"    ({figures.load.summary})", flush=True)
                             if (takeover := rows[-1].takeover) is not None:
                                 print(f"    (takeover: {takeover.summary})", flush=True)
+                            if (burst := rows[-1].burst) is not None:
+                                print(f"    (burst: {burst.summary()})", flush=True)
     for distribution in args.distributions:
         print()
         print(f"Inference times: {distribution}" + (f", {args.runs} runs (lowest-highest)" if args.runs > 1 else ""))
@@ -372,6 +381,10 @@ async def main() -> None:
     for f in rows:
         if f.takeover is not None:
             print(f"{f.jobs} jobs, {f.client}, takeover (LEASE_SECONDS={LEASE_SECONDS:g}): {f.takeover.summary}")
+    print()
+    for f in rows:
+        if f.burst is not None:
+            print(f"run {f.run}, {f.distribution}, {f.jobs} jobs, {f.client}, burst: {f.burst.summary()}")
     print()
     print("The machine during each row:")
     print(machine(rows))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -71,8 +72,8 @@ def bot_env(
         port = free_port()
         env.update(
             WEBHOOK_URL=f"http://127.0.0.1:{port}",
-            WEBHOOK_HOST="127.0.0.1",
-            WEBHOOK_PORT=str(port),
+            HTTP_HOST="127.0.0.1",
+            HTTP_PORT=str(port),
             WAVESPEED_WEBHOOK_SECRET=wavespeed.webhook_secret,
         )
     return env
@@ -90,6 +91,84 @@ def peak_rss_mb(pid: int) -> float | None:
     """The process's peak resident set (VmHWM), Linux only."""
     found = re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
     return int(found[1]) / 1024 if found else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, Linux only: what a burst costs the bot,
+    whatever else the machine runs meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat: what the whole machine did,
+    this benchmark's processes and anything else running."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass
+class BurstCost:
+    """Where the CPU went while a burst was being answered: from the first INTERACTION_CREATE sent
+    to the last answer the fake received. The bots' CPU per answer is what bounds how fast any
+    burst can be answered on this machine, whatever else runs on it."""
+
+    bot_pids: list[int]
+    began: float
+    bots_before: list[float]
+    harness_before: float
+    machine_before: tuple[int, int]
+    answers: int = 0
+    seconds: float = 0.0
+    bots_cpu: float = 0.0  # core-seconds, every bot process
+    harness_cpu: float = 0.0  # this process: the fake Discord, gateway and WaveSpeed
+    machine_busy: float = 0.0  # core-seconds busy on the whole machine
+    cores: int = 0
+
+    @classmethod
+    def start(cls, bot_pids: list[int]) -> BurstCost:
+        return cls(
+            bot_pids,
+            time.monotonic(),
+            [cpu_seconds(pid) for pid in bot_pids],
+            cpu_seconds(os.getpid()),
+            machine_jiffies(),
+        )
+
+    async def until_answered(self, fake: FakeDiscord, count: int, *, timeout: float, since: int = 0) -> None:
+        """Wait until `count` answers (callbacks) reached the fake after its first `since` requests
+        (those of a warm-up), then take the figures."""
+        seen = since
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for _ in itertools.count():  # scans only new requests: the log is thousands long
+                    requests = fake.requests
+                    self.answers += sum(requests[i].path.endswith("/callback") for i in range(seen, len(requests)))
+                    seen = len(requests)
+                    if self.answers >= count:
+                        break
+                    await asyncio.sleep(0.02)
+        self.seconds = time.monotonic() - self.began
+        self.bots_cpu = sum(
+            cpu_seconds(pid) - before for pid, before in zip(self.bot_pids, self.bots_before, strict=True)
+        )
+        self.harness_cpu = cpu_seconds(os.getpid()) - self.harness_before
+        self.cores = os.cpu_count() or 1
+        self.machine_busy = (machine_jiffies()[0] - self.machine_before[0]) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def bot_ms_per_answer(self) -> float:
+        return 1000 * self.bots_cpu / max(1, self.answers)
+
+    def summary(self) -> str:
+        return (
+            f"{self.answers} answers in {self.seconds:.2f} s; bot process(es) used {self.bots_cpu:.2f} core-s "
+            f"({self.bot_ms_per_answer:.2f} ms per answer), the fakes {self.harness_cpu:.2f} core-s "
+            f"({1000 * self.harness_cpu / max(1, self.answers):.2f} ms per answer); the machine was busy "
+            f"{self.machine_busy:.2f} of {self.cores * self.seconds:.2f} core-s "
+            f"({100 * self.machine_busy / max(1e-9, self.cores * self.seconds):.0f} %)"
+        )
 
 
 def loop_lag_p99_ms(log: str) -> float | None:
@@ -192,26 +271,60 @@ class Deliveries:
 
 @dataclass
 class Takeover:
-    """One process killed while it owned `owned` (interaction id -> state at the kill)."""
+    """One process killed while it owned `owned` (interaction id -> state at the kill).
+
+    Taken over means: every job it owned has a live owner again (or has ended), and every one it had
+    started is delivered. Its waiting jobs are adopted at once but start in their turn in the one
+    line, like everyone's: when they are delivered depends on the queue, not on the takeover, so
+    their delivery is reported beside the figure, not in it."""
 
     pid: int
     killed_at: float
     owned: dict[int, str]
-    seconds: float | None = None  # from the kill to the delivery of the last owned job; None: some never ended
+    seconds: float | None = None  # the takeover as above; None: some job never ended
     summary: str = ""
+    adopted_at: dict[int, float] = field(default_factory=dict)  # interaction id -> when another process owned it
+    _watch: asyncio.Task[None] | None = None
 
-    def measure(self, deliveries: Deliveries) -> None:
+    def watch_adoption(self, database: str) -> None:
+        self._watch = asyncio.create_task(self._adoptions(database))
+
+    async def _adoptions(self, database: str) -> None:
+        """Poll who owns the killed process's jobs until every one has another owner or ended."""
+        connection = await asyncpg.connect(database, timeout=pg.CONNECT_TIMEOUT)
+        try:
+            while len(self.adopted_at) < len(self.owned):
+                rows = await connection.fetch(
+                    "SELECT interaction_id, owner FROM jobs WHERE interaction_id = ANY($1::bigint[])",
+                    [i for i in self.owned if i not in self.adopted_at],
+                )
+                now = time.monotonic()
+                for r in rows:
+                    if r["owner"] is None or r["owner"].rsplit(":", 2)[1] != str(self.pid):
+                        self.adopted_at[int(r["interaction_id"])] = now
+                await asyncio.sleep(0.1)
+        finally:
+            await connection.close()
+
+    async def measure(self, deliveries: Deliveries) -> None:
+        if self._watch is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch, timeout=5)
         started = {i for i, state in self.owned.items() if state != JobState.QUEUED.value}
         late = {i: deliveries.delivered_at[i] - self.killed_at for i in self.owned if i in deliveries.delivered_at}
         without = self.owned.keys() & deliveries.without_images
         missing = len(self.owned) - len(late) - len(without)
+        adopted = max((at - self.killed_at for at in self.adopted_at.values()), default=0.0)
+        started_delivered = max((late[i] for i in started if i in late), default=0.0)
         last = max(late.values(), default=float("nan"))
-        self.seconds = None if missing else last
+        unadopted = len(self.owned) - len(self.adopted_at)
+        self.seconds = None if missing or unadopted else max(adopted, started_delivered)
         self.summary = (
             f"killed pid {self.pid} owning {len(self.owned)} unfinished job(s) ({len(started)} started, "
-            f"{len(self.owned) - len(started)} waiting): the last delivered {last:.1f} s after the kill "
-            f"(of the started ones: {max((late[i] for i in started if i in late), default=float('nan')):.1f} s); "
-            f"{len(without)} ended without images (caught mid-submit: never sent again), {missing} never ended"
+            f"{len(self.owned) - len(started)} waiting): all adopted {adopted:.1f} s after the kill, "
+            f"the started ones delivered by {started_delivered:.1f} s; the last of all (waiting ones start in "
+            f"their turn) delivered {last:.1f} s after; {len(without)} ended without images (caught mid-submit: "
+            f"never sent again), {missing} never ended, {unadopted} never adopted"
         )
 
 
@@ -237,4 +350,6 @@ async def kill_owner(bot: BotProcess, database: str) -> Takeover:
     stopped_at = time.monotonic()
     owned = await owned_jobs(database, pid)
     await bot.kill()
-    return Takeover(pid, stopped_at, owned)
+    takeover = Takeover(pid, stopped_at, owned)
+    takeover.watch_adoption(database)
+    return takeover

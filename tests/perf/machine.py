@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.perf.cluster import cpu_seconds, machine_jiffies
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -24,18 +26,15 @@ def load_average() -> float:
 
 def busy_seconds() -> float:
     """CPU seconds all cores have spent busy since boot (everything but idle and iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
+    return machine_jiffies()[0] / TICKS
 
 
 def process_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) process `pid` has used; None once it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return cpu_seconds(pid)
     except OSError:
         return None
-    after_name = stat.rsplit(")", 1)[1].split()  # the name may hold spaces; fields 14-15 follow it
-    return (int(after_name[11]) + int(after_name[12])) / TICKS
 
 
 def own_seconds() -> float:

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.perf.cluster import Takeover
+from tests.perf.cluster import BurstCost, Takeover
 from tests.perf.machine import Load
 
 # Issue 15, poll mode, against the SDK's row of the same run: overhead median at most this share of
@@ -33,6 +33,7 @@ class Figures:
     cap: int | None = None
     max_in_flight: int | None = None
     takeover: Takeover | None = None
+    burst: BurstCost | None = None
     failed: int = 0
     harness_lag: str = ""
     load: Load = field(default_factory=Load)
