@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.limits import Access, Limits
 from bot.logs import MIN_SECRET_LENGTH
+from bot.wavespeed.schedule import FLOOR as POLL_FLOOR
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["plain", "json"]
@@ -43,10 +44,11 @@ class Settings(BaseSettings):
     webhook_port: int | None = Field(default=None, ge=0, le=65535)
     # Sync (optional, without a public address): each submit waits for its finished prediction.
     wavespeed_sync_mode: bool = False
-    # Tuning (rarely changed; the tests shrink them): the result-poll rhythm, the first poll before
-    # any prediction has finished, and the least time between two edits of one placeholder.
-    poll_interval_seconds: float = Field(default=0.8, ge=0.05, le=60)
-    first_poll_seconds: float = Field(default=2.0, ge=0.05, le=60)
+    # Tuning (rarely changed; the tests shrink them): the result-poll rhythm and the first poll until
+    # the bot has learned how long predictions take (never below the schedule's 0.25 s floor: every
+    # poll is a request on the host's key), and the least time between two edits of one placeholder.
+    poll_interval_seconds: float = Field(default=0.8, ge=POLL_FLOOR, le=60)
+    first_poll_seconds: float = Field(default=2.0, ge=POLL_FLOOR, le=60)
     progress_interval_seconds: float = Field(default=1.5, ge=0.05, le=60)
 
     # sqlite:///path (one process, the default) or postgresql://user@host:port/db (several processes).

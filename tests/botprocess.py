@@ -27,7 +27,7 @@ def free_port() -> int:
 def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, *, fast: bool = True, **extra: str) -> dict[str, str]:
     """The environment that points a bot process at the fakes. `fast`: the intervals the
     in-process tests shrink too (see tests/conftest.py FAST); the benchmark keeps the defaults."""
-    shrunk = {"FIRST_POLL_SECONDS": "0.3", "POLL_INTERVAL_SECONDS": "0.2", "PROGRESS_INTERVAL_SECONDS": "0.5"}
+    shrunk = {"FIRST_POLL_SECONDS": "0.3", "POLL_INTERVAL_SECONDS": "0.25", "PROGRESS_INTERVAL_SECONDS": "0.5"}
     return {
         # The HTTP server (metrics, health, webhook) on loopback at a free port, unless a test names one.
         "HTTP_HOST": "127.0.0.1",

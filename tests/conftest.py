@@ -30,7 +30,7 @@ START_TIMEOUT = 15.0
 # same, the waiting is not. A test about one of them sets its own value.
 FAST: dict[str, Any] = {
     "first_poll_seconds": 0.3,
-    "poll_interval_seconds": 0.2,
+    "poll_interval_seconds": 0.25,  # the schedule's floor
     "progress_interval_seconds": 0.5,
     "shutdown_grace_seconds": 1.0,
 }

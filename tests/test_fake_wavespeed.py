@@ -91,3 +91,15 @@ async def test_max_in_flight_counts_overlapping_predictions(http, wavespeed):
         async with http.post(url, json={"prompt": "p"}, headers=auth(wavespeed)):
             pass
     assert wavespeed.max_in_flight() == 3
+
+
+def test_inference_times_follow_the_scenario_s_distribution():
+    fake = FakeWaveSpeed()
+    # The benchmark's peaked times: median 5 s, sigma 0.2105, so 90 % fall within 3.5-7 s (4.5 %
+    # below, 5.5 % above: ln(3.5/5) / 0.2105 = -1.695 and ln(7/5) / 0.2105 = 1.599 standard deviations).
+    peaked = sorted(fake.draw_inference(Scenario(inference_lognormal=(5.0, 0.2105))) for _ in range(4000))
+    assert 4.9 < peaked[2000] < 5.1
+    assert 0.88 < sum(3.5 <= t <= 7.0 for t in peaked) / 4000 < 0.92
+    even = [fake.draw_inference(Scenario(inference_range=(2.0, 8.0))) for _ in range(4000)]
+    assert min(even) >= 2.0 and max(even) <= 8.0 and 0.23 < sum(t < 3.5 for t in even) / 4000 < 0.27
+    assert fake.draw_inference(Scenario(inference_seconds=0.3)) == 0.3

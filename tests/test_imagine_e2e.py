@@ -92,7 +92,9 @@ async def test_missing_null_and_short_flags_count_as_flagged(start_bot, wavespee
 
 
 async def test_progress_edits_follow_the_status_at_most_one_per_interval(start_bot, wavespeed):
-    wavespeed.scenario = Scenario(queue_seconds=0.2, inference_seconds=3.5)
+    # Queued at WaveSpeed for 2 s: longer than one progress interval, so "Submitted" is shown before
+    # "Generating" overtakes it (a shorter stage is skipped, which is the point of coalescing).
+    wavespeed.scenario = Scenario(queue_seconds=2.0, inference_seconds=3.5)
     bot = await start_bot()
     payload = await bot.imagine(prompt="a slow painting")
     final = await bot.final_edit(payload)

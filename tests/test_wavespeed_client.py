@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import socket
 
 import aiohttp
@@ -21,6 +23,7 @@ from bot.wavespeed.errors import (
     RequestTimeoutError,
     ServerError,
 )
+from bot.wavespeed.schedule import FLOOR, MIN_SAMPLES
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
 
 MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"
@@ -34,7 +37,7 @@ async def session():
 
 
 def client_for(session, base_url: str, key: str, **kwargs) -> WaveSpeedClient:
-    return WaveSpeedClient(session, api_key=SecretStr(key), base_url=base_url, poll_interval=0.05, **kwargs)
+    return WaveSpeedClient(session, api_key=SecretStr(key), base_url=base_url, poll_interval=0.25, **kwargs)
 
 
 def deadline_in(seconds: float) -> float:
@@ -165,3 +168,67 @@ async def test_download_cap_and_content_type_fallback(session, wavespeed):
         await client.download(url, max_bytes=10_000)
     download = await client.download(url, max_bytes=10_000_000)
     assert download.extension == "png"  # from the bytes, not the misleading Content-Type
+
+
+# -- the poll schedule, driven by the client (its math: tests/test_poll_schedule.py) --------------
+
+
+def teach(client: WaveSpeedClient, lo: float, hi: float, count: int = MIN_SAMPLES) -> None:
+    """`count` completions spread evenly over lo-hi seconds, as if seen by earlier polls."""
+    step = (hi - lo) / count
+    for i in range(count):
+        client.schedule.observe(lo + i * step, lo + (i + 1) * step)
+
+
+class InPhase(random.Random):
+    """Every prediction takes its plan as learned, at phase 0 (and every backoff its shortest)."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+async def test_polls_follow_the_learned_plan_from_the_submit(session, wavespeed):
+    wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=2.2)
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=InPhase())
+    teach(client, 1.0, 5.5)  # ninths of 1-5.5 s: a poll every 0.5 s from 1.5 s
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
+    await asyncio.sleep(0.3)  # the job's bookkeeping between submit and wait: the plan counts from the submit
+    await client.wait(prediction_id, deadline=deadline_in(10))
+    created = wavespeed.predictions[prediction_id].created_at
+    offsets = [r.at - created for r in wavespeed.result_polls(prediction_id)]
+    assert len(offsets) == 3, offsets  # 1.5 s and 2.0 s saw it running, 2.5 s saw it done
+    assert all(offset >= planned for offset, planned in zip(offsets, [1.5, 2.0, 2.5], strict=True)), offsets
+    assert offsets[0] < 1.5 + 0.25, offsets  # not 0.3 s late: counted from the submit, not from the wait
+    running_at, finished_at = client.schedule.samples[-1]  # what this one taught: finished in (2.0, 2.5]
+    assert 2.0 <= running_at < 2.2 < 2.5 <= finished_at
+
+
+async def test_predictions_submitted_together_are_not_polled_in_step(session, wavespeed):
+    wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=0.0)
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=random.Random(3))
+    teach(client, 1.0, 5.5)  # the first point at 1.5 s, the next 0.5 s later
+    ids = [(await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id for _ in range(8)]
+    await asyncio.gather(*(client.wait(i, deadline=deadline_in(10)) for i in ids))
+    firsts = [wavespeed.result_polls(i)[0].at - wavespeed.predictions[i].created_at for i in ids]
+    # Phases spread over 0.41 s of the 0.5 s gap (this seed); in step, within a few milliseconds.
+    assert all(first >= 1.5 for first in firsts) and max(firsts) - min(firsts) > 0.3, firsts
+
+
+async def test_a_prediction_picked_up_late_is_polled_at_once(session, wavespeed):
+    wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=0.0)  # it finished while nobody watched
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, first_poll=5.0)
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
+    began = asyncio.get_running_loop().time()
+    await client.wait(prediction_id, deadline=deadline_in(10), running_for=6.0)  # past the first poll
+    polls = wavespeed.result_polls(prediction_id)
+    assert len(polls) == 1 and polls[0].at - began < 2.5  # at once, not 5 s in
+    assert not client.schedule.samples  # when it finished is unknown: nothing learned
+
+
+async def test_retried_polls_keep_the_floor(session, wavespeed):
+    wavespeed.scenario = Scenario(result_responses=[429, 429, 503], retry_after=0.0)
+    client = client_for(session, wavespeed.base_url, wavespeed.api_key, max_backoff=0.01)
+    prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
+    await client.wait(prediction_id, deadline=deadline_in(10))
+    sent = [r.at for r in wavespeed.result_polls(prediction_id)]
+    assert len(sent) >= 4 and min(b - a for a, b in itertools.pairwise(sent)) >= FLOOR - 0.01

@@ -103,13 +103,17 @@ class WaveSpeedClient:
         self.calls = {"submit": 0, "result": 0, "download": 0, "pushed": 0}
         # Push: WaveSpeed posts the finished prediction to `webhook_url`; polls become a slow safety net.
         self.webhook_url = webhook_url
-        if webhook_url:
-            self.schedule = PollSchedule(interval=push_poll_interval, first_default=push_poll_interval)
+        if webhook_url:  # polls are only a safety net: a steady rhythm, nothing to learn
+            self.schedule = PollSchedule(interval=push_poll_interval, first_default=push_poll_interval, learn=False)
         else:  # WaveSpeed's own bot polls every 1.5 s, the SDK every 1 s: spend no more, wait less
-            # Before any prediction has finished, the first poll waits 2.5 steps (2 s by default):
-            # FLUX.1 Kontext [pro] takes longer than that, so earlier polls would only cost requests.
+            # Until predictions have been seen finishing, the first poll waits 2.5 steps (2 s by
+            # default): FLUX.1 Kontext [pro] takes longer than that, so earlier polls would only cost
+            # requests. After that the schedule places the polls where predictions finish.
             first = first_poll if first_poll is not None else poll_interval * 2.5
-            self.schedule = PollSchedule(interval=poll_interval, first_default=first)
+            self.schedule = PollSchedule(interval=poll_interval, first_default=first, rng=self._rng)
+        # When each prediction's submit was answered (loop time): its plan counts from there, not
+        # from whenever its wait begins (a busy database can hold that back).
+        self._submitted_at: dict[str, float] = {}
         # Sync: the submit itself waits for the finished prediction (`enable_sync_mode`), so there
         # is nothing to poll; the cost is that the prediction id is unknown until it has finished.
         self.sync_mode = sync_mode
@@ -191,7 +195,9 @@ class WaveSpeedClient:
                     seconds=self._within(deadline, whole_job=self.sync_mode),
                     params={"webhook": self.webhook_url} if self.webhook_url else None,
                 )
-                return self._prediction(data)
+                prediction = self._prediction(data)
+                self._remember_submit(prediction.id, loop.time())
+                return prediction
             except RateLimitedError as error:  # the API did not take it
                 delay = self._backoff(attempt, error.retry_after)
                 if not retry_rate_limits or loop.time() + delay > deadline:
@@ -258,15 +264,21 @@ class WaveSpeedClient:
     ) -> Prediction:
         """Until the prediction is final (pushed, or seen by a poll) or the deadline passes; reports
         each status change. `running_for`: how long ago it was submitted (a job picked up after a
-        restart or from another process): the first poll comes that much sooner."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        restart or from another process): the polls it has missed are due at once."""
+        submitted = self._submitted_at.pop(prediction_id, None)
+        now = asyncio.get_running_loop().time()
+        started = now - running_for if running_for > 0 or submitted is None else submitted
         self.expect(prediction_id)
         waiter = self._waiters[prediction_id]
         try:
-            return await self._wait(prediction_id, waiter, started - running_for, deadline, on_update)
+            return await self._wait(prediction_id, waiter, started, deadline, on_update, resumed=running_for > 0)
         finally:
             self._waiters.pop(prediction_id, None)
+
+    def _remember_submit(self, prediction_id: str, at: float) -> None:
+        if len(self._submitted_at) >= 10_000:  # submits never waited for (their job failed in between)
+            del self._submitted_at[next(iter(self._submitted_at))]
+        self._submitted_at[prediction_id] = at
 
     async def _wait(
         self,
@@ -275,40 +287,53 @@ class WaveSpeedClient:
         started: float,
         deadline: float,
         on_update: OnUpdate | None,
+        *,
+        resumed: bool,
     ) -> Prediction:
         loop = asyncio.get_running_loop()
+        # Fixed for this prediction (what finishes meanwhile teaches later ones), at a phase of its own.
+        plan = self.schedule.plan().shifted(self._rng.random())
         last_status: str | None = None
         failures = 0
-        unfinished_at = 0.0  # elapsed time of the last poll that saw it running
-        delay = max(0.0, self.schedule.first_delay() - (loop.time() - started))
+        last_poll: float | None = None  # seconds after the submit at which the last poll was sent
+        running_at: float | None = None  # ... the last poll that saw the prediction running was sent
+        delay = plan.next_poll(loop.time() - started, None) - (loop.time() - started)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise JobTimeoutError("the prediction did not finish before the deadline", prediction_id=prediction_id)
             done, _ = await asyncio.wait({waiter}, timeout=min(delay, remaining))
+            sent = None
             if done:
                 prediction = waiter.result()
+                answered = loop.time() - started
             else:
+                sent = last_poll = loop.time() - started
                 try:
                     prediction = await self.result(prediction_id, deadline=deadline)
+                    answered = loop.time() - started
                 except TRANSIENT as error:
                     retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-                    delay = self._backoff(failures, retry_after)
+                    delay = max(plan.floor, self._backoff(failures, retry_after))
                     failures += 1
                     log.warning("poll of %s failed (%s); next try in %.1f s", prediction_id, error, delay)
                     continue
                 except WaveSpeedError as error:
                     error.prediction_id = prediction_id
                     raise
-            failures, delay = 0, self.schedule.next_delay()
+            failures = 0
             if prediction.status != last_status:
                 last_status = prediction.status
                 if on_update is not None:
                     await on_update(prediction)
             if not prediction.is_final:
-                unfinished_at = loop.time() - started
+                running_at = sent if sent is not None else running_at
+                now = loop.time() - started
+                delay = plan.next_poll(now, last_poll) - now
                 continue
-            self.schedule.observe(unfinished_at, loop.time() - started)
+            # What a job picked up after a restart saw first says nothing about when it finished.
+            if running_at is not None or not resumed:
+                self.schedule.observe(running_at or 0.0, answered)
             return self.finished(prediction)
 
     def settled_on_submit(self, prediction: Prediction) -> Prediction | None:

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import math
 import random
 import time
 import uuid
@@ -36,6 +37,7 @@ TEXT_TO_IMAGE = "wavespeed-ai/flux-kontext-pro/text-to-image"
 EDIT = "wavespeed-ai/flux-kontext-pro"
 MULTI = "wavespeed-ai/flux-kontext-pro/multi"
 MODELS = {TEXT_TO_IMAGE, EDIT, MULTI, "wavespeed-ai/flux-kontext-max/text-to-image", "wavespeed-ai/flux-kontext-max"}
+SEED = 1234  # every fake draws the same inference times, in the same order
 RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 
 
@@ -43,7 +45,9 @@ RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
 class Scenario:
     queue_seconds: float = 0.05
     inference_seconds: float = 0.3
-    inference_range: tuple[float, float] | None = None  # each prediction draws its own from this
+    inference_range: tuple[float, float] | None = None  # each prediction draws its own from this (uniform)
+    # ... or from a log-normal: (median, sigma of the logarithm); see `draw_inference`
+    inference_lognormal: tuple[float, float] | None = None
     latency_seconds: float = 0.0  # added to every API answer
     final_status: str = "completed"
     error: str = "internal error"
@@ -139,7 +143,7 @@ class FakeWaveSpeed:
         self.scenario_by_prompt: dict[str, Scenario] = {}
         self.predictions: dict[str, FakePrediction] = {}
         self.expired_outputs: set[str] = set()  # prediction ids whose CDN files are gone
-        self.rng = random.Random(1234)
+        self.rng = random.Random(SEED)
         # What `GET /api/v3/webhook/secret` returns: the HMAC key is what follows `whsec_`.
         self.webhook_secret = "whsec_dGVzdC13ZWJob29rLWtleQ"
         self.balance: float = 100.0  # what `GET /api/v3/balance` answers, in US dollars
@@ -191,6 +195,15 @@ class FakeWaveSpeed:
         """The most predictions that were ever queued or running at the same moment."""
         spans = [(p.created_at, p.completed_at) for p in self.predictions.values()]
         return max((sum(1 for s, e in spans if s <= start < e) for start, _ in spans), default=0)
+
+    def draw_inference(self, sc: Scenario) -> float:
+        """One prediction's inference time from the scenario's distribution (its fixed time if none)."""
+        if sc.inference_lognormal is not None:
+            median, sigma = sc.inference_lognormal
+            return median * math.exp(self.rng.gauss(0.0, sigma))
+        if sc.inference_range is not None:
+            return self.rng.uniform(*sc.inference_range)
+        return sc.inference_seconds
 
     # Handlers.
     async def _record(self, request: web.Request, body: bytes, status: int) -> None:
@@ -248,8 +261,8 @@ class FakeWaveSpeed:
             await self._record(request, body, 400)
             return json_response(envelope(None, 400, problem), 400)
         assert isinstance(parsed, dict)
-        if sc.inference_range is not None:
-            sc = dataclasses.replace(sc, inference_seconds=self.rng.uniform(*sc.inference_range))
+        if sc.inference_range is not None or sc.inference_lognormal is not None:
+            sc = dataclasses.replace(sc, inference_seconds=self.draw_inference(sc))
         prediction = FakePrediction(uuid.uuid4().hex, model, parsed, sc, time.monotonic(), datetime.now(UTC))
         self.predictions[prediction.id] = prediction
         await self._record(request, body, 200)

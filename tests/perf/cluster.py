@@ -136,9 +136,10 @@ class BurstCost:
             machine_jiffies(),
         )
 
-    async def until_answered(self, fake: FakeDiscord, count: int, *, timeout: float) -> None:
-        """Wait until `count` answers (callbacks) reached the fake, then take the figures."""
-        seen = 0
+    async def until_answered(self, fake: FakeDiscord, count: int, *, timeout: float, since: int = 0) -> None:
+        """Wait until `count` answers (callbacks) reached the fake after its first `since` requests
+        (those of a warm-up), then take the figures."""
+        seen = since
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 for _ in itertools.count():  # scans only new requests: the log is thousands long
@@ -171,9 +172,11 @@ class BurstCost:
 
 
 def loop_lag_p99_ms(log: str) -> float | None:
-    """What `bot.metrics` logged at shutdown; None for a process that never shut down (killed)."""
-    lag = re.search(r"event loop lag: .*?p99 ([\d.]+) ms", log)
-    return float(lag[1]) if lag else None
+    """What `bot.metrics` logged at shutdown, read from that process's own log: the last such line
+    (a log that was appended to by an earlier start holds that start's line first); None for a
+    process that never shut down (killed)."""
+    lags = re.findall(r"event loop lag: .*?p99 ([\d.]+) ms", log)
+    return float(lags[-1]) if lags else None
 
 
 def max_in_flight(predictions: list[FakePrediction]) -> int:
