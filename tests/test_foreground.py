@@ -53,3 +53,24 @@ async def test_an_answer_that_fails_still_counts_as_done():
     assert foreground.answering == 0
     async with asyncio.timeout(0.1):
         await foreground.quiet()
+
+
+async def test_cosmetic_work_also_waits_for_deliveries_but_claims_do_not():
+    foreground = Foreground(max_wait=5.0)
+    done = asyncio.Event()
+
+    async def deliver() -> None:
+        with foreground.deliver():
+            await done.wait()
+
+    delivery = asyncio.create_task(deliver())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(0.1):
+        await foreground.quiet()  # claims: only answers hold them
+    edit = asyncio.create_task(foreground.quiet(deliveries=True))
+    await asyncio.sleep(0.05)
+    assert foreground.delivering == 1 and not edit.done()
+    done.set()
+    async with asyncio.timeout(1):
+        await edit
+    await delivery

@@ -14,6 +14,7 @@ The runner knows nothing of Discord: it tells a `Presenter` what happened.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -77,7 +78,9 @@ class JobRunner:
         self._timeout = timeout
         self._progress_interval = progress_interval
         self._resume_minimum = resume_minimum
-        self._wait_turn = foreground.quiet if foreground is not None else None
+        self._foreground = foreground or Foreground(max_wait=0.0)
+        # Progress edits are cosmetic: they wait while commands are answered or results delivered.
+        self._wait_turn = functools.partial(self._foreground.quiet, deliveries=True)
         self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limited_since: dict[int, float] = {}  # job id -> first 429 on its submit (monotonic)
@@ -218,6 +221,10 @@ class JobRunner:
             await self._storage.notify(QUEUE)  # WaveSpeed is done with it: the next job may start
         # Images are held in memory only here, for a bounded number of jobs at once: memory stays
         # flat however many jobs finish together.
+        with self._foreground.deliver():
+            await self._deliver(run, prediction, finished_at)
+
+    async def _deliver(self, run: _Run, prediction: Prediction, finished_at: float) -> None:
         async with self._delivering:
             outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
             await run.progress.close()
