@@ -53,6 +53,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -101,13 +102,14 @@ def interactions(
     ]
 
 
-async def warm_up(discord_fake: FakeDiscord, database: str, count: int, guilds: list[int]) -> None:
-    """`count` jobs at once, waited for to the end: the bot has seen predictions finish."""
+async def warm_up(discord_fake: FakeDiscord, database: str, count: int, guilds: list[int], *, cap: int) -> None:
+    """`count` jobs at once, waited for to the end: the bot has seen predictions finish. They run
+    `cap` at a time (MAX_CONCURRENT_JOBS), each up to 8 s plus its delivery."""
     payloads = interactions(discord_fake, count, "warm-up job", WARMUP_USERS, guilds)
     for payload in payloads:
         await discord_fake.dispatch_interaction(payload)
     warm = Deliveries(discord_fake, {int(p["id"]): p["token"] for p in payloads}, database)
-    if not await warm.until(count, timeout=60 + count * 0.2):
+    if not await warm.until(count, timeout=60 + count * 0.2 + math.ceil(count / cap) * 10):
         raise SystemExit("the warm-up did not finish")
 
 
@@ -152,7 +154,7 @@ async def bench_bot(
         for bot in bots:  # shard 0 first: it syncs the commands
             await bot.start()
         if mode == "poll" and warmup:
-            await warm_up(discord_fake, database, warmup, guilds)
+            await warm_up(discord_fake, database, warmup, guilds, cap=cap)
         wavespeed.rng.seed(SEED + run)  # the measured jobs draw the same inference times as the run's SDK
         measured_from = time.monotonic()
         harness.start()
