@@ -155,12 +155,10 @@ async def start_from_command(
                 view=cancel_view(job.id, locale),
                 allowed_mentions=NO_MENTIONS,
             )
-        except discord.HTTPException as error:
+        except discord.HTTPException:
+            # Nothing was sent; an answer too late (an overloaded bot) is one warning in on_tree_error.
             if not isinstance(job, Refusal):
                 await admission.not_placed(job)
-            if error.code == EXPIRED:  # answered too late (an overloaded bot): nothing was sent, nothing to say
-                log.warning("interaction %s expired before the bot could answer it", interaction.id)
-                return
             raise
     await admission.placed(job, response.message_id)
 

@@ -90,30 +90,21 @@ class Admission:
         prompt), so a member over a limit cannot keep the bot busy with moderation work. The
         database part is time-boxed: a database locked by another process must not make Discord
         show "the application did not respond"."""
-        answer = await self._answer(interaction, params, kind, source_job_id, bot_posts_placeholder)
+        answer: JobRecord | Refusal | None
+        if not self._runner.accepting:
+            answer = Refusal(Refused.RESTARTING)
+        else:
+            answer = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
+        if answer is None:
+            try:
+                async with asyncio.timeout(self._db_budget):
+                    answer = await self._admit(interaction, params, kind, source_job_id, bot_posts_placeholder)
+            except TimeoutError:
+                log.warning("admission of interaction %s timed out: the database is busy", interaction.id)
+                answer = Refusal(Refused.BUSY)
         if isinstance(answer, Refusal):
             self._metrics.refused(answer.reason)
         return answer
-
-    async def _answer(
-        self,
-        interaction: discord.Interaction,
-        params: ImagineParams,
-        kind: str,
-        source_job_id: int | None,
-        bot_posts_placeholder: bool,
-    ) -> JobRecord | Refusal:
-        if not self._runner.accepting:
-            return Refusal(Refused.RESTARTING)
-        refused = self._access.refusal(guild_id=interaction.guild_id, user_id=interaction.user.id)
-        if refused is not None:
-            return refused
-        try:
-            async with asyncio.timeout(self._db_budget):
-                return await self._admit(interaction, params, kind, source_job_id, bot_posts_placeholder)
-        except TimeoutError:
-            log.warning("admission of interaction %s timed out: the database is busy", interaction.id)
-            return Refusal(Refused.BUSY)
 
     async def _admit(
         self,

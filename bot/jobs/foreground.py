@@ -47,26 +47,24 @@ class Foreground:
         """Results being fetched and posted right now."""
         return self._delivering
 
-    @contextlib.contextmanager
-    def answer(self) -> Iterator[None]:
+    def answer(self) -> contextlib.AbstractContextManager[None]:
         """Around admitting a command and posting its answer."""
-        self._answering += 1
-        self._update()
-        try:
-            yield
-        finally:
-            self._answering -= 1
-            self._update()
+        return self._counted(answering=1)
+
+    def deliver(self) -> contextlib.AbstractContextManager[None]:
+        """Around fetching a finished job's images and posting them."""
+        return self._counted(delivering=1)
 
     @contextlib.contextmanager
-    def deliver(self) -> Iterator[None]:
-        """Around fetching a finished job's images and posting them."""
-        self._delivering += 1
+    def _counted(self, *, answering: int = 0, delivering: int = 0) -> Iterator[None]:
+        self._answering += answering
+        self._delivering += delivering
         self._update()
         try:
             yield
         finally:
-            self._delivering -= 1
+            self._answering -= answering
+            self._delivering -= delivering
             self._update()
 
     def _update(self) -> None:
