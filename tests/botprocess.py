@@ -24,6 +24,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# Every cost limit off, for runs that send bursts no limit is under test in (with every limit off,
+# admission writes a burst's jobs in parallel, without its lock).
+NO_LIMITS = {
+    "USER_MAX_ACTIVE_IMAGES": "0",
+    "USER_WINDOW_IMAGES": "0",
+    "GUILD_DAILY_IMAGES": "0",
+    "GLOBAL_DAILY_IMAGES": "0",
+}
+
+
 def fake_env(discord_fake: FakeDiscord, wavespeed: FakeWaveSpeed, *, fast: bool = True, **extra: str) -> dict[str, str]:
     """The environment that points a bot process at the fakes. `fast`: the intervals the
     in-process tests shrink too (see tests/conftest.py FAST); the benchmark keeps the defaults."""

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import pytest
 
-from tests.botprocess import BotCluster, fake_env
+from tests.botprocess import NO_LIMITS, BotCluster, fake_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import FakeWaveSpeed, Scenario
@@ -71,12 +71,8 @@ async def cluster(
         PROGRESS_INTERVAL_SECONDS="0.5",
         JOB_TIMEOUT_SECONDS="60",
         LOG_LEVEL="DEBUG",
-        # Members here ask for ten images each in a burst: no cost limit is under test. (With every
-        # limit off, admission writes a burst's jobs in parallel, without its lock.)
-        USER_MAX_ACTIVE_IMAGES="0",
-        USER_WINDOW_IMAGES="0",
-        GUILD_DAILY_IMAGES="0",
-        GLOBAL_DAILY_IMAGES="0",
+        fast=True,
+        **NO_LIMITS,  # members here ask for ten images each in a burst: no cost limit is under test
     )
     bots = BotCluster(discord_fake, env, tmp_path, count=SHARDS)
     yield bots

@@ -25,7 +25,7 @@ import asyncpg
 
 from bot.jobs.model import TERMINAL, JobState
 from tests import pg
-from tests.botprocess import BotProcess, fake_env, free_port
+from tests.botprocess import NO_LIMITS, BotProcess, fake_env, free_port
 from tests.fakes.discord import DEFAULT_GUILD_ID, FakeDiscord
 from tests.fakes.wavespeed import FakePrediction, FakeWaveSpeed
 
@@ -57,12 +57,9 @@ def bot_env(
         DATABASE_URL=database,
         MAX_CONCURRENT_JOBS=str(cap),
         LEASE_SECONDS=f"{LEASE_SECONDS:g}",
-        USER_MAX_ACTIVE_IMAGES="0",
-        USER_WINDOW_IMAGES="0",
-        GUILD_DAILY_IMAGES="0",
-        GLOBAL_DAILY_IMAGES="0",
         JOB_TIMEOUT_SECONDS="300",
         LOG_LEVEL="INFO",
+        **NO_LIMITS,
     )
     if shard[1] > 1:
         env.update(SHARD_COUNT=str(shard[1]), SHARD_IDS=str(shard[0]))
