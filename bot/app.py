@@ -28,6 +28,7 @@ from bot.i18n.commands import CatalogueTranslator
 from bot.jobs.admission import Admission
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.foreground import Foreground
+from bot.jobs.memory import MIB
 from bot.jobs.runner import JobRunner
 from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog
@@ -92,6 +93,7 @@ class ImagineBot(commands.AutoShardedBot):
             timeout=settings.job_timeout_seconds,
             progress_interval=settings.progress_interval_seconds,
             foreground=self.foreground,
+            delivery_memory=settings.delivery_memory_mb * MIB,
             metrics=metrics,
         )
         self.dispatcher = Dispatcher(

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     job_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     max_concurrent_jobs: int = Field(default=3, ge=1, le=1000)
+    # Downloaded images held at once while results are delivered (bot.jobs.memory), in MiB.
+    delivery_memory_mb: int = Field(default=64, ge=8, le=4096)
     # Docker's `stop` waits 10 s before SIGKILL: finish within that by default.
     shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)
     job_retention_days: float = Field(default=30.0, gt=0, le=3650)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from bot.jobs.events import Presenter, UnconfirmedSubmitError
 from bot.jobs.foreground import Foreground
+from bot.jobs.memory import MIB, ImageMemory
 from bot.jobs.model import InvalidTransitionError, JobRecord, JobState
 from bot.jobs.outputs import prepare_outputs
 from bot.jobs.progress import ProgressReporter, Stage, Status, stage_for_status
@@ -35,8 +36,6 @@ from bot.wavespeed.models import Prediction
 log = logging.getLogger(__name__)
 
 S = JobState
-# Jobs downloading and uploading images at the same time (each holds up to four images in memory).
-DELIVERY_CONCURRENCY = 16
 # A job adopted after a restart, past its deadline, still gets this long to fetch a result that
 # may be ready (the bot was down, not the job slow). Jobs of this run get exactly their timeout.
 RESUME_MINIMUM = 15.0
@@ -66,6 +65,7 @@ class JobRunner:
         progress_interval: float = 1.5,
         resume_minimum: float = RESUME_MINIMUM,
         foreground: Foreground | None = None,
+        delivery_memory: int = 64 * MIB,
         metrics: Metrics = NOOP,
     ) -> None:
         self._client = client
@@ -81,7 +81,7 @@ class JobRunner:
         self._foreground = foreground or Foreground(max_wait=0.0)
         # Progress edits are cosmetic: they wait while commands are answered or results delivered.
         self._wait_turn = functools.partial(self._foreground.quiet, deliveries=True)
-        self._delivering = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+        self.memory = ImageMemory(delivery_memory)  # images held at once while delivering, in bytes
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limited_since: dict[int, float] = {}  # job id -> first 429 on its submit (monotonic)
         self._limited_streak = 0  # consecutive 429s on submit, for the pause when no Retry-After
@@ -219,14 +219,15 @@ class JobRunner:
         if run.job.state is S.SUBMITTED:
             run.job = await self._storage.mark_completed(run.job.id, inference_ms=prediction.inference_ms)
             await self._storage.notify(QUEUE)  # WaveSpeed is done with it: the next job may start
-        # Images are held in memory only here, for a bounded number of jobs at once: memory stays
-        # flat however many jobs finish together.
+        # Images are held in memory only here, within a budget of bytes: memory stays flat however
+        # many jobs finish together.
         with self._foreground.deliver():
             await self._deliver(run, prediction, finished_at)
 
     async def _deliver(self, run: _Run, prediction: Prediction, finished_at: float) -> None:
-        async with self._delivering:
+        async with self.memory.share(len(prediction.output_urls)) as share:
             outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
+            share.settle([len(file.data) for file in outputs.files])
             await run.progress.close()
             run.job = await self._storage.mark_delivering(run.job.id, detail=f"{len(outputs.files)} files")
             where = await self._presenter.deliver(run.job, prediction, outputs)
