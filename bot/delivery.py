@@ -136,14 +136,14 @@ class Placeholder:
         outputs: PreparedOutputs,
         *,
         view: discord.ui.View | None = None,
-        private: tuple[discord.Embed, PreparedOutputs] | None = None,
+        private: Callable[[], tuple[discord.Embed, PreparedOutputs]] | None = None,
         describe: tuple[Describe, Describe] | None = None,
     ) -> discord.Message | None:
         """Post the result. The placeholder becomes the result (returns None) or, when the token is
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce.
-        `private` is the result as a DM may show it (a DM is never age-restricted), for when the
-        bot may not post in the channel. `describe` gives each image its alt text, in the channel's
+        `private` renders the result as a DM may show it (a DM is never age-restricted), called
+        only when the bot may not post in the channel. `describe` gives each image its alt text, in the channel's
         language and in the requester's (for the DM)."""
         in_channel, in_dm = describe or (None, None)
         if await self._edit_by_token(embed, view, discord_files(outputs.files, in_channel)):
@@ -186,7 +186,7 @@ class Placeholder:
             log.warning("missing permissions in channel %s; sending the result by DM", self.channel_id)
         # Losing the images is worse than a DM: the requester gets them with the reason, under the
         # server's policy for a place that is not age-restricted.
-        dm_embed, dm_outputs = private or (embed, outputs)
+        dm_embed, dm_outputs = private() if private else (embed, outputs)
         self.route = "dm"
         dm = await self._client.create_dm(discord.Object(self.requester_id))
         return await dm.send(

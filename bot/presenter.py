@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import discord
@@ -25,6 +25,7 @@ from bot.moderation.log import ModLog, generation_entry
 from bot.moderation.policy import apply_nsfw, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
 from bot.storage.base import Storage
+from bot.tasks import create_task
 from bot.wavespeed.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DiscordPresenter:
         # One placeholder per job while it runs: it remembers a token Discord declared dead, so
         # the bot never uses it again (401s count toward Discord's invalid-request ban).
         self._placeholders: dict[int, Placeholder] = {}
+        self._lookups: dict[int, asyncio.Task[bool]] = {}  # channel id -> Discord being asked about it
 
     def _placeholder(self, job: JobRecord) -> Placeholder:
         placeholder = self._placeholders.get(job.id)
@@ -90,8 +92,8 @@ class DiscordPresenter:
         def rendered(reviewed: PreparedOutputs, locale: str = locale) -> tuple[discord.Embed, PreparedOutputs]:
             return render.result_embed(job.params, prediction, reviewed, locale=locale), reviewed
 
-        def private(reviewed: PreparedOutputs) -> tuple[discord.Embed, PreparedOutputs]:
-            return rendered(reviewed, job.locale)
+        def private(reviewed: PreparedOutputs) -> Callable[[], tuple[discord.Embed, PreparedOutputs]]:
+            return lambda: rendered(reviewed, job.locale)  # rendered only if the channel refuses it
 
         alt = (render.describer(job.params.prompt, locale), render.describer(job.params.prompt, job.locale))
         route: Route | None = None
@@ -168,14 +170,30 @@ class DiscordPresenter:
         if channel_id is None:
             return False
         channel = self._client.get_channel(channel_id)
-        if channel is None:
-            try:
-                channel = await self._client.fetch_channel(channel_id)
-            except (discord.HTTPException, discord.InvalidData) as error:
-                log.warning("could not look up channel %s (%s); treating it as not age-restricted", channel_id, error)
-                return False
-        is_nsfw = getattr(channel, "is_nsfw", None)
-        return bool(is_nsfw()) if callable(is_nsfw) else False
+        if channel is not None:
+            return _is_nsfw(channel)
+        # Not in the gateway's cache (a thread, a server this shard has not loaded): every delivery
+        # asking about the channel while Discord is being asked shares that answer. Asking once
+        # each would queue them all behind one another (discord.py runs a route's requests one at
+        # a time until Discord states its limit), and no answer is older than the question.
+        lookup = self._lookups.get(channel_id)
+        if lookup is None:
+            lookup = self._lookups[channel_id] = create_task(self._look_up(channel_id), name="channel lookup")
+            lookup.add_done_callback(lambda _: self._lookups.pop(channel_id, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, channel_id: int) -> bool:
+        try:
+            channel = await self._client.fetch_channel(channel_id)
+        except (discord.HTTPException, discord.InvalidData) as error:
+            log.warning("could not look up channel %s (%s); treating it as not age-restricted", channel_id, error)
+            return False
+        return _is_nsfw(channel)
+
+
+def _is_nsfw(channel: object) -> bool:
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 async def _last_edit(edit: Awaitable[None]) -> None:

@@ -120,6 +120,40 @@ async def test_age_restriction_is_decided_at_delivery(start_bot, wavespeed, stil
     assert any(r.method == "GET" and r.path == f"/channels/{channel}" for r in fake.requests)
 
 
+async def test_results_landing_together_ask_discord_about_their_channel_once(start_bot, wavespeed, database_url):
+    """A channel missing from the gateway's cache is looked up when a result lands; results landing
+    while Discord is being asked share its answer (each under the policy) instead of queueing a
+    request each behind one another."""
+    wavespeed.scenario = Scenario(nsfw_flags=[True], inference_seconds=0.5)
+    bot = await start_bot(max_concurrent_jobs=4)
+    fake: FakeDiscord = bot.discord
+    await admin(fake, "nsfw", channel_kind="age-restricted", policy="show")
+    released = fake.hold("GET", "/channels/")
+    payloads = [await bot.imagine(prompt=f"together {i}", channel_nsfw=True) for i in range(4)]
+    delivering = "SELECT COUNT(*) FROM jobs WHERE state = 'delivering'"
+    await wait_until(lambda: fake.held == 1 and dbread.rows(database_url, delivering)[0][0] == 4, timeout=15)
+    released.set()
+
+    finals = [await bot.final_edit(payload) for payload in payloads]
+    assert [[f.filename.startswith("SPOILER_") for f in final.files] for final in finals] == [[False]] * 4
+    channel = int(payloads[0]["channel_id"])
+    assert [r.path for r in fake.requests if r.method == "GET" and r.path.startswith("/channels/")] == [
+        f"/channels/{channel}"
+    ]
+
+
+async def test_a_channel_in_the_gateways_cache_is_not_asked_about(start_bot, wavespeed, discord_fake):
+    discord_fake.loaded_guilds = {discord_fake.guild_id}  # GUILD_CREATE with its channel, as on Discord
+    discord_fake.nsfw_channels.add(discord_fake.channel_id)
+    wavespeed.scenario = Scenario(nsfw_flags=[True])
+    bot = await start_bot()
+    await admin(discord_fake, "nsfw", channel_kind="age-restricted", policy="show")
+    final = await bot.final_edit(await bot.imagine(prompt="cached", channel_nsfw=True))
+
+    assert [f.filename.startswith("SPOILER_") for f in final.files] == [False]
+    assert not [r for r in discord_fake.requests if r.method == "GET" and r.path.startswith("/channels/")]
+
+
 # -- what WaveSpeed returns is bounded by what was asked ------------------------------------------
 
 

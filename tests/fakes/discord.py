@@ -82,6 +82,8 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         self._blobs: dict[int, tuple[bytes, str]] = {}  # attachment id -> bytes, content type
         self._rate_limits: list[tuple[str, str, float]] = []
         self._stalls: list[Stall] = []
+        self._holds: list[tuple[str, str, asyncio.Event]] = []
+        self.held = 0  # requests that waited for a `hold`
         self._released = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -308,6 +310,10 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
             stall = self._take_stall(call)
             if stall is not None and not stall.after:  # never reaches Discord; the answer never comes
                 return await self._stalled(stall, request, body, call, 0)
+            for method, path_contains, released in self._holds:
+                if method == call.method and path_contains in call.path:
+                    self.held += 1
+                    await released.wait()
             response = await self._respond(request, body, call)
             if stall is not None:  # took effect on Discord's side, but the answer never comes
                 return await self._stalled(stall, request, body, call, response.status)
@@ -322,6 +328,13 @@ class FakeDiscord(MessagesMixin, FakeGatewayMixin):
         stall = Stall(method.upper(), path_contains, after, with_files, asyncio.Event())
         self._stalls.append(stall)
         return stall.hit
+
+    def hold(self, method: str, path_contains: str) -> asyncio.Event:
+        """Matching requests wait (counted in `held`) until the returned event is set, then are
+        answered as usual: a slow Discord, for as long as a test needs."""
+        released = asyncio.Event()
+        self._holds.append((method.upper(), path_contains, released))
+        return released
 
     def _take_stall(self, call: Call) -> Stall | None:
         for stall in self._stalls:

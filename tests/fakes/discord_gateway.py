@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from tests.fakes.discord_payloads import user_payload
+from tests.fakes.discord_payloads import text_channel_payload, user_payload
 
 HEARTBEAT_INTERVAL_MS = 41250
 IDENTIFY_TIMEOUT = 10.0
@@ -28,6 +28,11 @@ class FakeGatewayMixin:
     application_id: int
     bot_user_id: int
     bot_name: str
+    channel_id: int
+    nsfw_channels: set[int]
+
+    def guild(self, guild_id: int) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _init_gateway(self) -> None:
         self.identified = asyncio.Event()
@@ -40,6 +45,10 @@ class FakeGatewayMixin:
         # Every identified socket and its [shard id, shard count], for routing as Discord does.
         self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self._sequence: dict[web.WebSocketResponse, int] = {}
+        # Servers sent to the bot as GUILD_CREATE after READY (each to its shard), with the default
+        # channel in them, as Discord does for every server the bot is in: discord.py then has the
+        # channel in its cache. Empty by default: most tests want the bot to ask GET /channels/{id}.
+        self.loaded_guilds: set[int] = set()
 
     @property
     def gateway_url(self) -> str:
@@ -91,6 +100,16 @@ class FakeGatewayMixin:
             "_trace": ["fake-gateway"],
         }
 
+    def _guild_create(self, guild_id: int) -> dict[str, Any]:
+        channel = text_channel_payload(self.channel_id, guild_id, nsfw=self.channel_id in self.nsfw_channels)
+        del channel["permissions"]  # only GET /channels/{id} carries the bot's own permissions
+        return {
+            **self.guild(guild_id),
+            "unavailable": False, "large": False, "member_count": 2, "joined_at": "2026-01-01T00:00:00+00:00",
+            "channels": [channel], "threads": [], "members": [], "voice_states": [], "presences": [],
+            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+        }  # fmt: skip
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
@@ -129,6 +148,9 @@ class FakeGatewayMixin:
             self._sequence[ws] = 0
             shard = data.get("shard") or [0, 1]
             await self._send(ws, op=0, t="READY", d=self._ready((int(shard[0]), int(shard[1]))))
+            for guild_id in sorted(self.loaded_guilds):
+                if self.shard_of(guild_id, int(shard[1])) == int(shard[0]):
+                    await self._send(ws, op=0, t="GUILD_CREATE", d=self._guild_create(guild_id))
             self._shards[ws] = (int(shard[0]), int(shard[1]))
             self._session = ws
             self.identify_count += 1
