@@ -73,15 +73,20 @@ def t(locale: object, key: str, /, **values: object) -> str:
     """The text of `key` in `locale`, its fields filled with `values` formatted for the locale.
     A `count` value chooses the plural form when the entry has them."""
     code = resolve(locale)
-    translations = _translations(code)
     count = values.get("count")
     if isinstance(count, int) and key in plural_keys():
-        text = translations.ngettext(key, key, count)
+        text = _translations(code).ngettext(key, key, count)
     else:
-        text = translations.gettext(key)
+        text = _text(code, key)
     if not values:
         return text
     return text.format(**{name: _format(code, value) for name, value in values.items()})
+
+
+@lru_cache(maxsize=8192)
+def _text(locale: str, key: str) -> str:
+    """One entry, looked up once: a delivery reads some forty (labels, embed fields, alt text)."""
+    return _translations(locale).gettext(key)
 
 
 def _format(locale: str, value: object) -> object:

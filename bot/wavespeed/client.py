@@ -9,7 +9,6 @@ exponential backoff and jitter, honouring Retry-After, until the job's deadline.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from pydantic import SecretStr, ValidationError
 
 from bot.images import sniff_image_type
@@ -150,7 +150,7 @@ class WaveSpeedClient:
     def _unwrap(self, status: int, body: bytes, retry_after: float | None) -> Any:
         envelope: Envelope | None = None
         try:
-            envelope = Envelope.model_validate(json.loads(body))
+            envelope = Envelope.model_validate(orjson.loads(body))  # every poll: the faster decoder
         except (ValueError, ValidationError):
             if status == 200:
                 raise MalformedResponseError("WaveSpeed sent a body that is not its JSON envelope") from None

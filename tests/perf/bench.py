@@ -138,6 +138,7 @@ async def bench_bot(
         await wavespeed.start()
         stack.push_async_callback(wavespeed.close)
         wavespeed.scenario = DISTRIBUTIONS[distribution]
+        discord_fake.loaded_guilds = set(guilds)  # as on Discord: the bot has its servers' channels cached
         if backend == "sqlite":
             database = f"sqlite:///{rowdir / 'bench.db'}"
         else:
