@@ -45,9 +45,10 @@ class FakeGatewayMixin:
         # Every identified socket and its [shard id, shard count], for routing as Discord does.
         self._shards: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self._sequence: dict[web.WebSocketResponse, int] = {}
-        # Servers sent to the bot as GUILD_CREATE after READY (each to its shard), with the default
-        # channel in them, as Discord does for every server the bot is in: discord.py then has the
-        # channel in its cache. Empty by default: most tests want the bot to ask GET /channels/{id}.
+        # Servers (of `bot_guilds`) sent to the bot as GUILD_CREATE after READY (each to its shard),
+        # with the default channel in them, as Discord does for every server the bot is in:
+        # discord.py then has the channel in its cache. Empty by default: most tests want the bot
+        # to ask GET /channels/{id}.
         self.loaded_guilds: set[int] = set()
 
     @property

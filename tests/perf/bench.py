@@ -64,6 +64,7 @@ from typing import Any
 from bot.metrics import LoopLagMonitor
 from tests.botprocess import ROOT, BotProcess
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_payloads import APP_PERMISSIONS
 from tests.fakes.recorder import Recorded
 from tests.fakes.wavespeed import SEED, FakePrediction, FakeWaveSpeed, Scenario
 from tests.perf.cluster import (
@@ -138,7 +139,9 @@ async def bench_bot(
         await wavespeed.start()
         stack.push_async_callback(wavespeed.close)
         wavespeed.scenario = DISTRIBUTIONS[distribution]
-        discord_fake.loaded_guilds = set(guilds)  # as on Discord: the bot has its servers' channels cached
+        for guild in guilds:  # the bot is in each server, and (as on Discord) has its channels cached
+            discord_fake.bot_guilds.setdefault(guild, APP_PERMISSIONS)
+        discord_fake.loaded_guilds = set(guilds)
         if backend == "sqlite":
             database = f"sqlite:///{rowdir / 'bench.db'}"
         else:
