@@ -48,6 +48,13 @@ FIELDS = {  # and their SQL types
     "inference_ms": "BIGINT",
     "outcome": "TEXT",
 }
+# The columns a new job is written with, and their SQL types (a batch of rows is a typed table).
+INSERTED = {
+    "interaction_id": "BIGINT", "interaction_token": "TEXT", "application_id": "BIGINT", "guild_id": "BIGINT",
+    "channel_id": "BIGINT", "user_id": "BIGINT", "created_at": "DOUBLE PRECISION", "params": "TEXT",
+    "file_limit": "BIGINT", "channel_nsfw": "INTEGER", "kind": "TEXT", "source_job_id": "BIGINT", "locale": "TEXT",
+    "guild_locale": "TEXT", "num_images": "INTEGER", "state": "TEXT", "last_detail": "TEXT", "owner": "TEXT",
+}  # fmt: skip
 # Wake-up channels: a job joined or left the line or a slot came free; a pushed result arrived;
 # a server's moderation settings changed (payload: the guild id).
 QUEUE, PUSH, SETTINGS = "imagine_queue", "imagine_push", "imagine_settings"
@@ -95,6 +102,9 @@ class Storage(MemberData):
     # in PostgreSQL).
     GREATEST: str
     LEAST: str
+    # What an UPDATE ... FROM returns of the updated jobs: `*` in SQLite (which allows no `jobs.*`
+    # there), `jobs.*` in PostgreSQL (where `*` adds the columns of the table joined).
+    UPDATED: str
 
     def __init__(self, *, owner: str | None = None, lease_seconds: float = 10.0) -> None:
         self.owner = owner or new_owner_id()
@@ -174,39 +184,37 @@ class Storage(MemberData):
         return created
 
     async def _insert_jobs(self, jobs: list[NewJob]) -> list[JobRecord]:
-        """Jobs of distinct members, each a round after its member's last job."""
+        """Jobs of distinct members (the table `n`), each a round after its member's last job."""
         tag = (
             f"(SELECT {self.GREATEST}(q.virtual_time, COALESCE((SELECT MAX(j.queue_tag) + 1 FROM jobs j "
-            "WHERE j.user_id = ?), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
+            "WHERE j.user_id = n.user_id), q.virtual_time)) FROM queue_state q WHERE q.id = 1)"
         )
-        return await self._insert_rows(jobs, tag, lambda job: (job.user_id,))
+        return await self._insert_rows(jobs, tag)
 
-    async def _insert_rows(
-        self,
-        jobs: list[NewJob],
-        tag: str,
-        tag_args: Callable[[NewJob], Sequence[object]],
-        *,
-        prefix: str = "",
-        prefix_args: Sequence[object] = (),
-    ) -> list[JobRecord]:
-        """The one INSERT of jobs; `tag` is the SQL of a job's round (with `tag_args(job)`), `prefix`
-        a WITH clause it may use (with its own arguments, in the order they stand in the statement)."""
+    async def _insert_rows(self, jobs: list[NewJob], tag: str, *, more: str = "") -> list[JobRecord]:
+        """The one INSERT of jobs, from the table `n` of their values; `tag` is the SQL of a job's
+        round (reading `n`), `more` further WITH clauses it may use (without arguments)."""
         if not jobs:
             return []
         rows = [self._job_values(job) for job in jobs]
         columns = list(rows[0])
-        row = f"({_marks(columns)}, {self.NOW}, {self.NOW} + ?, {tag})"
-        args: list[object] = [*prefix_args]
-        for job, values in zip(jobs, rows, strict=True):
-            args += [*values.values(), self.lease_seconds, *tag_args(job)]
+        table, args = self._table([INSERTED[column] for column in columns], [list(row.values()) for row in rows])
         written = await self._rows(
-            f"{prefix}INSERT INTO jobs ({', '.join(columns)}, updated_at, lease_until, queue_tag) "
-            f"VALUES {', '.join([row] * len(jobs))} RETURNING *",
-            args,
+            f"WITH n ({', '.join(columns)}) AS ({table}){more} "
+            f"INSERT INTO jobs ({', '.join(columns)}, updated_at, lease_until, queue_tag) "
+            f"SELECT {', '.join(f'n.{column}' for column in columns)}, {self.NOW}, {self.NOW} + ?, {tag} FROM n "
+            "RETURNING *",
+            [*args, self.lease_seconds],
         )
         by_interaction = {int(r["interaction_id"]): JobRecord.from_row(r) for r in written}
         return [by_interaction[job.interaction_id] for job in jobs]
+
+    def _table(self, types: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, list[object]]:
+        """`rows` as the body of a WITH clause, a table of columns of `types`, and its arguments.
+        Here a VALUES list: a new statement text for each batch size, which SQLite compiles in
+        microseconds (PostgreSQL overrides it)."""
+        row = "(" + ", ".join(f"CAST(? AS {kind})" for kind in types) + ")"
+        return f"VALUES {', '.join([row] * len(rows))}", [value for row_ in rows for value in row_]
 
     def _job_values(self, job: NewJob) -> dict[str, object]:
         values: dict[str, object] = {f.name: getattr(job, f.name) for f in dataclasses.fields(NewJob)}
@@ -272,16 +280,15 @@ class Storage(MemberData):
         if only_from is not None:
             sources = [s for s in sources if s == only_from.value]
         # Each move's values are a row of a table `m`, typed: PostgreSQL cannot guess a type there.
-        types = ("BIGINT", "TEXT", *(FIELDS[name] for name in names))
-        row = "(" + ", ".join(f"CAST(? AS {kind})" for kind in types) + ")"
-        assignments = [f"{name} = (SELECT m.{name} FROM m WHERE m.id = jobs.id)" for name in ("last_detail", *names)]
+        table, args = self._table(("BIGINT", "TEXT", *(FIELDS[name] for name in names)), moves)
+        assignments = [f"{name} = m.{name}" for name in ("last_detail", *names)]
         if to in TERMINAL:
             assignments += ["interaction_token = NULL", "owner = NULL"]
         rows = await self._rows(
-            f"WITH m (id, {', '.join(('last_detail', *names))}) AS (VALUES {', '.join([row] * len(moves))}) "
+            f"WITH m (id, {', '.join(('last_detail', *names))}) AS ({table}) "
             f"UPDATE jobs SET state = ?, {', '.join(assignments)}, updated_at = {self.NOW} "
-            f"WHERE id IN (SELECT m.id FROM m) AND state IN ({_marks(sources)}) RETURNING *",
-            (*(value for move in moves for value in move), to.value, *sources),
+            f"FROM m WHERE jobs.id = m.id AND jobs.state IN ({_marks(sources)}) RETURNING {self.UPDATED}",
+            (*args, to.value, *sources),
         )
         return {int(r["id"]): JobRecord.from_row(r) for r in rows}
 

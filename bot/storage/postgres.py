@@ -190,6 +190,7 @@ class PostgresStorage(Storage):
     NOW = "(extract(epoch FROM clock_timestamp())::double precision)"
     GREATEST = "GREATEST"
     LEAST = "LEAST"
+    UPDATED = "jobs.*"
 
     def __init__(self, url: str, pool: asyncpg.Pool[asyncpg.Record], **options: Any) -> None:
         super().__init__(**options)
@@ -238,20 +239,19 @@ class PostgresStorage(Storage):
         a member's commands arriving at once (on two connections, or two processes) would
         otherwise both read the same last round, and the member would get two turns in one. The
         jobs are of distinct members (base splits them), as one upsert may touch a row only once."""
-        members = ", ".join(["(CAST(? AS BIGINT))"] * len(jobs))
         rounds = (
-            "WITH tag AS (INSERT INTO member_rounds (user_id, last_tag) "
-            f"SELECT m.user_id, q.virtual_time FROM queue_state q, (VALUES {members}) AS m (user_id) "
-            "WHERE q.id = 1 ON CONFLICT (user_id) DO UPDATE "
-            "SET last_tag = GREATEST(member_rounds.last_tag + 1, EXCLUDED.last_tag) RETURNING user_id, last_tag) "
+            ", tag AS (INSERT INTO member_rounds (user_id, last_tag) "
+            "SELECT n.user_id, q.virtual_time FROM queue_state q, n WHERE q.id = 1 ON CONFLICT (user_id) DO UPDATE "
+            "SET last_tag = GREATEST(member_rounds.last_tag + 1, EXCLUDED.last_tag) RETURNING user_id, last_tag)"
         )
-        return await self._insert_rows(
-            jobs,
-            "(SELECT last_tag FROM tag WHERE tag.user_id = ?)",
-            lambda job: (job.user_id,),
-            prefix=rounds,
-            prefix_args=[job.user_id for job in jobs],
-        )
+        return await self._insert_rows(jobs, "(SELECT last_tag FROM tag WHERE tag.user_id = n.user_id)", more=rounds)
+
+    def _table(self, types: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, list[object]]:
+        """Base's table of rows as one array per column, unnested: the same statement text whatever
+        the batch's size, so each connection prepares it once and PostgreSQL plans it once (a
+        VALUES list of each size was a new statement to parse and plan every time)."""
+        arrays = ", ".join(f"CAST(? AS {kind}[])" for kind in types)
+        return f"SELECT * FROM unnest({arrays})", [list(column) for column in zip(*rows, strict=True)]
 
     async def claim(self, *, capacity: int, limit: int = 1) -> list[JobRecord]:
         """Base's claim, in one transaction that first takes an advisory lock: claims from every
@@ -300,11 +300,8 @@ class PostgresStorage(Storage):
         """Wake-ups asked for at the same moment, each distinct one once, in one statement (a burst
         of commands would otherwise send one `pg_notify` per job)."""
         distinct = list(dict.fromkeys(asked))
-        pairs = ", ".join(["(CAST(? AS TEXT), CAST(? AS TEXT))"] * len(distinct))
-        await self._run(
-            f"SELECT pg_notify(n.channel, n.payload) FROM (VALUES {pairs}) AS n (channel, payload)",
-            [value for pair in distinct for value in pair],
-        )
+        table, args = self._table(("TEXT", "TEXT"), distinct)
+        await self._run(f"WITH n (channel, payload) AS ({table}) SELECT pg_notify(n.channel, n.payload) FROM n", args)
         return [None] * len(asked)
 
     async def _listen(self) -> Connection:

@@ -176,6 +176,7 @@ class SqliteStorage(Storage):
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
     GREATEST = "MAX"
     LEAST = "MIN"
+    UPDATED = "*"
 
     def __init__(self, connection: aiosqlite.Connection, **options: Any) -> None:
         super().__init__(**options)
