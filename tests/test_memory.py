@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 
+from bot.config import ConfigError, load_settings
 from bot.jobs.memory import FIRST_GUESS, MIB, ImageMemory
 
 
@@ -154,3 +155,11 @@ async def test_the_guess_counts_every_image(images):
     memory.learn([MIB])
     async with memory.share(images):
         assert memory.held == images * MIB
+
+
+def test_the_budget_is_a_setting_in_mebibytes_with_a_floor():
+    keys = {"_env_file": None, "discord_token": "d" * 24, "wavespeed_api_key": "w" * 24}
+    assert load_settings(**keys).delivery_memory_mb == 64
+    assert load_settings(**keys, delivery_memory_mb="256").delivery_memory_mb == 256
+    with pytest.raises(ConfigError, match="DELIVERY_MEMORY_MB"):
+        load_settings(**keys, delivery_memory_mb="4")  # two large PNGs: results would deliver one by one
