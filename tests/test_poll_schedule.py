@@ -11,7 +11,7 @@ from statistics import NormalDist
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.wavespeed.schedule import FLOOR, KEEP, MIN_SAMPLES, Plan, PollSchedule, quantiles
+from bot.wavespeed.schedule import FEW, FLOOR, KEEP, MIN_SAMPLES, Plan, PollSchedule, quantiles
 
 
 def taught(samples: list[tuple[float, float]], **kwargs) -> PollSchedule:
@@ -32,6 +32,17 @@ def test_uniform_times_get_evenly_spaced_polls():
     # Ninths of 2-6.5 s: every 0.5 s from 2.5 s; then every POLL_INTERVAL_SECONDS (0.8 s).
     assert plan.points == pytest.approx([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5])
     assert list(plan.times(8.0)) == pytest.approx([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.3])
+
+
+def test_few_predictions_in_flight_get_elevenths():
+    schedule = taught(spread(2.0, 7.5, 33))
+    # Elevenths of 2-7.5 s: every 0.5 s from 2.5 s, while at most FEW predictions are in flight.
+    elevenths = [2.0 + 0.5 * k for k in range(1, 12)]
+    assert schedule.plan(in_flight=1).points == pytest.approx(elevenths)
+    assert schedule.plan(in_flight=FEW).points == pytest.approx(elevenths)
+    # More in flight: ninths, every 0.611 s from 2.611 s.
+    ninths = [2.0 + 5.5 * k / 9 for k in range(1, 10)]
+    assert schedule.plan(in_flight=FEW + 1).points == pytest.approx(ninths)
 
 
 def test_peaked_times_get_dense_polls_at_the_peak_and_few_in_the_tails():

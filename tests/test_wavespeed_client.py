@@ -190,7 +190,7 @@ class InPhase(random.Random):
 async def test_polls_follow_the_learned_plan_from_the_submit(session, wavespeed):
     wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=2.2)
     client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=InPhase())
-    teach(client, 1.0, 5.5)  # ninths of 1-5.5 s: a poll every 0.5 s from 1.5 s
+    teach(client, 1.0, 6.5)  # elevenths of 1-6.5 s (one prediction in flight): a poll every 0.5 s from 1.5 s
     prediction_id = (await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id
     await asyncio.sleep(0.3)  # the job's bookkeeping between submit and wait: the plan counts from the submit
     await client.wait(prediction_id, deadline=deadline_in(10))
@@ -206,7 +206,7 @@ async def test_polls_follow_the_learned_plan_from_the_submit(session, wavespeed)
 async def test_predictions_submitted_together_are_not_polled_in_step(session, wavespeed):
     wavespeed.scenario = Scenario(queue_seconds=0.0, inference_seconds=0.0)
     client = client_for(session, wavespeed.base_url, wavespeed.api_key, rng=random.Random(3))
-    teach(client, 1.0, 5.5)  # the first point at 1.5 s, the next 0.5 s later
+    teach(client, 1.0, 6.5)  # the first point at 1.5 s, the next 0.5 s later (elevenths: few in flight)
     ids = [(await client.submit(MODEL, INPUT, deadline=deadline_in(10))).id for _ in range(8)]
     await asyncio.gather(*(client.wait(i, deadline=deadline_in(10)) for i in ids))
     firsts = [wavespeed.result_polls(i)[0].at - wavespeed.predictions[i].created_at for i in ids]

@@ -292,7 +292,7 @@ class WaveSpeedClient:
     ) -> Prediction:
         loop = asyncio.get_running_loop()
         # Fixed for this prediction (what finishes meanwhile teaches later ones), at a phase of its own.
-        plan = self.schedule.plan().shifted(self._rng.random())
+        plan = self.schedule.plan(in_flight=len(self._waiters)).shifted(self._rng.random())
         last_status: str | None = None
         failures = 0
         last_poll: float | None = None  # seconds after the submit at which the last poll was sent

@@ -8,9 +8,14 @@ running, up to the poll that saw it finished) and puts a poll at each ninth of t
 the 1/9, 2/9, ... 9/9 quantiles. Inference times spread evenly over 2-8 s get a poll every 0.67 s;
 times peaked around 5 s get polls 0.3 s apart at the peak and few in the tails. A job costs about
 (9 + 1) / 2 = 5 polls whatever the spread (a little less at a random phase, below; more if it
-outlives the plan), and waits about half of the gap it finishes in. Nine: the most polls that stay
-within the official SDK's (5.4-6.4 per job in tests/perf/bench.py, 5-7 s predictions polled every
-second), so that all of them buy delay.
+outlives the plan), and waits about half of the gap it finishes in: the span of the times over
+2 x 9 on average. Nine: the most polls that stay within the official SDK's when a thousand
+predictions are in flight (5.0-6.0 per job in tests/perf/bench.py, where its threads fall behind
+its 1 s loop), so that all of them buy delay. While at most FEW predictions are in flight, a plan
+has FEW_SHARES points instead (an eleventh of the completions per poll: about one poll more per
+job, a fifth less waiting), still within the SDK's polls per job when it keeps up (6.3-6.5 at 100
+predictions): the account then sees a few hundred polls a second at most, and the member's wait
+is what is left to save.
 
 Bounds, whatever the sample says:
 - FLOOR: two polls of one prediction are never closer than 0.25 s. Every poll is a request on the
@@ -48,6 +53,8 @@ from dataclasses import dataclass
 FLOOR = 0.25  # seconds: the least gap between two polls of one prediction (see above)
 MAX_GAP = 1.0  # seconds: the widest gap inside a learned plan, the official SDK's rhythm
 SHARES = 9  # polls per distribution: each catches about 1/9 of the completions
+FEW = 200  # predictions in flight: up to this many, plans have FEW_SHARES points (see above)
+FEW_SHARES = 11
 MIN_SAMPLES = 3 * SHARES  # fewer completions than this and the schedule does not guess
 KEEP = 200  # completion times kept
 SPAN = 1000  # ... chosen among about this many recent completions
@@ -163,7 +170,7 @@ class PollSchedule:
         self._rng = rng or random.Random()
         self.samples: list[tuple[float, float]] = []  # (last seen running, seen finished), seconds
         self._seen = 0
-        self._plan: Plan | None = None
+        self._plans: dict[int, Plan] = {}  # by its number of shares, until the sample changes
 
     def observe(self, running_at: float, finished_at: float) -> None:
         """A prediction was last seen running `running_at` seconds after its submit (0: never) and
@@ -179,15 +186,17 @@ class PollSchedule:
             self.samples[slot] = sample
         else:
             return
-        self._plan = None
+        self._plans.clear()
 
-    def plan(self) -> Plan:
-        """The plan for a prediction whose wait begins now."""
+    def plan(self, *, in_flight: int | None = None) -> Plan:
+        """The plan for a prediction whose wait begins now, `in_flight` predictions being waited for
+        (None: not known, the ninths)."""
         if len(self.samples) < self._min_samples:
             return self._fallback
-        if self._plan is None:
-            points = quantiles(self.samples, self._shares)
+        shares = FEW_SHARES if in_flight is not None and in_flight <= FEW else self._shares
+        if (plan := self._plans.get(shares)) is None:
+            points = quantiles(self.samples, shares)
             points[0] = max(points[0], self._floor)
             points = split_wide_gaps(sorted(points), self._max_gap)
-            self._plan = Plan(tuple(points), self.interval, self._floor)
-        return self._plan
+            plan = self._plans[shares] = Plan(tuple(points), self.interval, self._floor)
+        return plan
