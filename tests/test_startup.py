@@ -8,6 +8,7 @@ import asyncio
 import re
 import signal
 import socket
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import pytest
 
+from bot.config import load_settings
+from bot.ops.startup import StartupError, open_database
 from tests import dbread, pg
 from tests.botprocess import BotProcess, fake_env, free_port, spawn
 from tests.fakes.discord import FakeDiscord
@@ -151,6 +154,20 @@ async def test_a_sqlite_file_that_cannot_be_opened_is_one_line(tmp_path: Path, d
     assert status == 1
     assert "cannot start: cannot open the SQLite database" in one_line(log)
     assert "check DATABASE_URL, that its folder exists or can be created" in one_line(log)
+
+
+async def test_a_python_with_an_old_sqlite_is_told_in_one_line(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))  # Debian 11's: no RETURNING
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    keys = {"_env_file": None, "discord_token": "d" * 24, "wavespeed_api_key": "w" * 24}
+    settings = load_settings(**keys, database_url=f"sqlite:///{tmp_path}/bot.db")
+    with pytest.raises(StartupError) as raised:
+        await open_database(settings)
+    assert str(raised.value) == (
+        f"cannot open the SQLite database {tmp_path}/bot.db: SQLite 3.35 or newer is needed, and this Python has "
+        "3.34.1: use the Docker image, or a Python built with a newer SQLite"
+    )
+    assert not (tmp_path / "bot.db").exists()  # refused before anything was created
 
 
 async def test_a_postgresql_database_that_does_not_exist_is_one_line(

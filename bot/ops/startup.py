@@ -26,6 +26,7 @@ import aiohttp
 from bot.config import Settings
 from bot.storage import open_storage
 from bot.storage.base import Storage
+from bot.storage.sqlite import SqliteTooOldError
 from bot.wavespeed.client import WaveSpeedClient
 from bot.wavespeed.errors import AuthenticationError, InvalidRequestError, WaveSpeedError
 
@@ -89,6 +90,8 @@ async def open_database(settings: Settings) -> Storage:
     url, where = settings.database_url, _where(settings.database_url)
     try:
         return await open_storage(url, lease_seconds=settings.lease_seconds)
+    except SqliteTooOldError as error:
+        raise StartupError(f"cannot open the SQLite database {where}: {error}") from None
     except RuntimeError as error:
         if "newer than this bot" in str(error):  # the migrations' own one line says what to do
             raise StartupError(f"the database {where} is from a newer version of the bot: {error}") from None

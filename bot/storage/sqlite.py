@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -134,6 +135,14 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# RETURNING (3.35) and UPDATE ... FROM (3.33): every write that changes a job uses them.
+MIN_SQLITE = (3, 35)
+
+
+class SqliteTooOldError(RuntimeError):
+    """The SQLite library this Python was built with lacks what the statements need."""
+
+
 # The database holds live interaction tokens and members' prompts: owner-only, whatever the umask.
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
@@ -185,6 +194,11 @@ class SqliteStorage(Storage):
 
     @classmethod
     async def open(cls, path: str, **options: Any) -> SqliteStorage:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise SqliteTooOldError(
+                f"SQLite {'.'.join(map(str, MIN_SQLITE))} or newer is needed, and this Python has "
+                f"{sqlite3.sqlite_version}: use the Docker image, or a Python built with a newer SQLite"
+            )
         if path not in ("", ":memory:"):
             _private_files(Path(path))
         # Autocommit: every statement is its own transaction (with its trigger); multi-statement
