@@ -22,7 +22,7 @@ from bot.jobs.progress import Stage, Status
 from bot.links import jump_url, message_url
 from bot.metrics import Route
 from bot.moderation.log import ModLog, generation_entry
-from bot.moderation.policy import apply_nsfw, nsfw_mode
+from bot.moderation.policy import apply_nsfw, channel_age_restricted, nsfw_mode
 from bot.moderation.settings import GuildSettingsStore
 from bot.storage.base import Storage
 from bot.tasks import create_task
@@ -171,7 +171,7 @@ class DiscordPresenter:
             return False
         channel = self._client.get_channel(channel_id)
         if channel is not None:
-            return _is_nsfw(channel)
+            return channel_age_restricted(channel)
         # Not in the gateway's cache (a thread, a server this shard has not loaded): every delivery
         # asking about the channel while Discord is being asked shares that answer. Asking once
         # each would queue them all behind one another (discord.py runs a route's requests one at
@@ -188,12 +188,7 @@ class DiscordPresenter:
         except (discord.HTTPException, discord.InvalidData) as error:
             log.warning("could not look up channel %s (%s); treating it as not age-restricted", channel_id, error)
             return False
-        return _is_nsfw(channel)
-
-
-def _is_nsfw(channel: object) -> bool:
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    return bool(is_nsfw()) if callable(is_nsfw) else False
+        return channel_age_restricted(channel)
 
 
 async def _last_edit(edit: Awaitable[None]) -> None:

@@ -19,7 +19,7 @@ from bot.jobs.runner import JobRunner
 from bot.limits import Access, Limits, check
 from bot.metrics import NOOP, Metrics
 from bot.moderation.log import ModLog, refusal_entry
-from bot.moderation.policy import gate_refusal, tolerance_refusal
+from bot.moderation.policy import channel_age_restricted, gate_refusal, tolerance_refusal
 from bot.moderation.settings import GuildSettingsStore
 from bot.moderation.terms import PromptTooComplexError
 from bot.params import ImagineParams
@@ -32,11 +32,6 @@ log = logging.getLogger(__name__)
 # How long admission may wait on the database: with the network, the answer must reach Discord
 # within its 3-second window.
 DB_BUDGET = 2.0
-
-
-def age_restricted(interaction: discord.Interaction) -> bool:
-    is_nsfw = getattr(interaction.channel, "is_nsfw", None)  # threads answer for their parent
-    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 def role_ids(user: discord.User | discord.Member) -> list[int]:
@@ -115,7 +110,7 @@ class Admission:
         bot_posts_placeholder: bool,
     ) -> JobRecord | Refusal:
         settings = await self.guild_settings.get(interaction.guild_id)
-        restricted = age_restricted(interaction)
+        restricted = channel_age_restricted(interaction.channel)
         by_server = gate_refusal(settings, channel_id=interaction.channel_id, role_ids=role_ids(interaction.user))
         by_server = by_server or tolerance_refusal(settings, params.safety_tolerance, age_restricted=restricted)
         if by_server is not None:

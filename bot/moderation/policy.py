@@ -13,6 +13,13 @@ from bot.refusals import Refusal, Refused
 NsfwMode = Literal["show", "spoiler", "withhold"]
 
 
+def channel_age_restricted(channel: object) -> bool:
+    """Whether a discord.py channel is age-restricted (a thread answers for its parent); anything
+    that cannot say is not (the safe side: flagged images keep their spoiler)."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
 def nsfw_mode(settings: GuildSettings, *, age_restricted: bool) -> NsfwMode:
     """How flagged outputs are posted here. Plain display exists only for age-restricted channels,
     whatever a stored document says."""
