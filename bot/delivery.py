@@ -143,8 +143,8 @@ class Placeholder:
         dead, a new channel message carries it (returned, so the caller can point to it). Both are
         safe to repeat after a crash: the edit replaces the message, the new message has a nonce.
         `private` renders the result as a DM may show it (a DM is never age-restricted), called
-        only when the bot may not post in the channel. `describe` gives each image its alt text, in the channel's
-        language and in the requester's (for the DM)."""
+        only when the bot may not post in the channel. `describe` gives each image its alt text,
+        in the channel's language and in the requester's (for the DM)."""
         in_channel, in_dm = describe or (None, None)
         if await self._edit_by_token(embed, view, discord_files(outputs.files, in_channel)):
             return None

@@ -17,6 +17,19 @@ async def enter(memory: ImageMemory, images: int, log: list[str], name: str, lea
         await leave.wait()
 
 
+def budget(limit: int, image: int) -> ImageMemory:
+    """A budget of `limit` bytes that has seen images of `image` bytes (its guess per image)."""
+    memory = ImageMemory(limit)
+    memory.learn([image])
+    return memory
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def settled() -> None:
     """Let every task that can run, run (each step below is a handful of loop turns)."""
     for _ in range(5):
@@ -24,8 +37,7 @@ async def settled() -> None:
 
 
 async def test_jobs_share_the_budget_in_bytes_not_in_jobs():
-    memory = ImageMemory(10 * MIB)
-    memory.learn([1 * MIB])  # images seen so far weigh 1 MiB: a job of four asks for 4 MiB
+    memory = budget(10 * MIB, 1 * MIB)  # images seen so far weigh 1 MiB: a job of four asks for 4 MiB
     leave = asyncio.Event()
     log: list[str] = []
     tasks = [asyncio.create_task(enter(memory, 4, log, f"job{i}", leave)) for i in range(3)]
@@ -44,8 +56,7 @@ async def test_before_any_image_was_seen_each_is_guessed_large():
 
 
 async def test_a_share_becomes_what_the_images_weigh_and_lets_the_line_move():
-    memory = ImageMemory(8 * MIB)
-    memory.learn([4 * MIB])
+    memory = budget(8 * MIB, 4 * MIB)
     log: list[str] = []
     leave = asyncio.Event()
     first = asyncio.Event()
@@ -67,8 +78,7 @@ async def test_a_share_becomes_what_the_images_weigh_and_lets_the_line_move():
 
 
 async def test_a_share_heavier_than_asked_holds_the_next_ones_back():
-    memory = ImageMemory(8 * MIB)
-    memory.learn([1 * MIB])
+    memory = budget(8 * MIB, 1 * MIB)
     log: list[str] = []
     leave, settled_heavy = asyncio.Event(), asyncio.Event()
 
@@ -89,8 +99,7 @@ async def test_a_share_heavier_than_asked_holds_the_next_ones_back():
 
 
 async def test_the_line_is_first_come_first_served():
-    memory = ImageMemory(4 * MIB)
-    memory.learn([1 * MIB])
+    memory = budget(4 * MIB, 1 * MIB)
     log: list[str] = []
     leave = asyncio.Event()
     big_holder = asyncio.create_task(enter(memory, 3, log, "holder", leave))
@@ -114,8 +123,7 @@ async def test_one_job_always_gets_in_however_large():
 
 
 async def test_a_job_cancelled_while_waiting_leaves_no_trace():
-    memory = ImageMemory(2 * MIB)
-    memory.learn([2 * MIB])
+    memory = budget(2 * MIB, 2 * MIB)
     log: list[str] = []
     leave = asyncio.Event()
     holder = asyncio.create_task(enter(memory, 1, log, "holder", leave))
@@ -123,9 +131,7 @@ async def test_a_job_cancelled_while_waiting_leaves_no_trace():
     cancelled = asyncio.create_task(enter(memory, 1, log, "cancelled", leave))
     after = asyncio.create_task(enter(memory, 1, log, "after", leave))
     await settled()
-    cancelled.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await cancelled
+    await cancel(cancelled)
     assert memory.waiting == 1
     leave.set()
     await asyncio.gather(holder, after)
@@ -133,8 +139,7 @@ async def test_a_job_cancelled_while_waiting_leaves_no_trace():
 
 
 async def test_a_job_cancelled_just_as_it_was_let_in_gives_its_room_back():
-    memory = ImageMemory(2 * MIB)
-    memory.learn([2 * MIB])
+    memory = budget(2 * MIB, 2 * MIB)
     log: list[str] = []
     leave = asyncio.Event()
     holder = asyncio.create_task(enter(memory, 1, log, "holder", leave))
@@ -143,16 +148,13 @@ async def test_a_job_cancelled_just_as_it_was_let_in_gives_its_room_back():
     await settled()
     leave.set()
     await holder  # its exit let "late" in, which has not run yet
-    late.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await late
+    await cancel(late)
     assert memory.held == 0 and memory.waiting == 0
 
 
 @pytest.mark.parametrize("images", [1, 4])
 async def test_the_guess_counts_every_image(images):
-    memory = ImageMemory(64 * MIB)
-    memory.learn([MIB])
+    memory = budget(64 * MIB, MIB)
     async with memory.share(images):
         assert memory.held == images * MIB
 

@@ -81,7 +81,7 @@ class JobRunner:
         self._foreground = foreground or Foreground(max_wait=0.0)
         # Progress edits are cosmetic: they wait while commands are answered or results delivered.
         self._wait_turn = functools.partial(self._foreground.quiet, deliveries=True)
-        self.memory = ImageMemory(delivery_memory)  # images held at once while delivering, in bytes
+        self._memory = ImageMemory(delivery_memory)  # images held at once while delivering, in bytes
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limited_since: dict[int, float] = {}  # job id -> first 429 on its submit (monotonic)
         self._limited_streak = 0  # consecutive 429s on submit, for the pause when no Retry-After
@@ -225,7 +225,7 @@ class JobRunner:
             await self._deliver(run, prediction, finished_at)
 
     async def _deliver(self, run: _Run, prediction: Prediction, finished_at: float) -> None:
-        async with self.memory.share(len(prediction.output_urls)) as share:
+        async with self._memory.share(len(prediction.output_urls)) as share:
             outputs = await prepare_outputs(self._client, prediction, file_limit=run.job.file_limit)
             share.settle([len(file.data) for file in outputs.files])
             await run.progress.close()

@@ -155,6 +155,8 @@ class PollSchedule:
         first_default: float = 2.0,
         learn: bool = True,
         shares: int = SHARES,
+        few: int = FEW,
+        few_shares: int = FEW_SHARES,
         floor: float = FLOOR,
         max_gap: float = MAX_GAP,
         min_samples: int = MIN_SAMPLES,
@@ -166,6 +168,7 @@ class PollSchedule:
         self._fallback = Plan((max(first_default, floor),), self.interval, floor)
         self._learn = learn
         self._shares, self._floor, self._max_gap, self._min_samples = shares, floor, max_gap, min_samples
+        self._few, self._few_shares = few, few_shares
         self._keep, self._span = keep, span
         self._rng = rng or random.Random()
         self.samples: list[tuple[float, float]] = []  # (last seen running, seen finished), seconds
@@ -193,7 +196,7 @@ class PollSchedule:
         (None: not known, the ninths)."""
         if len(self.samples) < self._min_samples:
             return self._fallback
-        shares = FEW_SHARES if in_flight is not None and in_flight <= FEW else self._shares
+        shares = self._few_shares if in_flight is not None and in_flight <= self._few else self._shares
         if (plan := self._plans.get(shares)) is None:
             points = quantiles(self.samples, shares)
             points[0] = max(points[0], self._floor)
